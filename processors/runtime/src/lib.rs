@@ -1,1 +1,21 @@
-pub fn hello() {}
+//! What every processor does: consume, decode, process, produce, acknowledge, commit,
+//! dead-letter, metrics and graceful shutdown. A processor crate implements [`Processor`]
+//! and hands it to [`runner::run`].
+
+pub mod codec;
+pub mod config;
+pub mod dlq;
+pub mod http;
+pub mod kafka;
+mod lane;
+pub mod metrics;
+pub mod offsets;
+pub mod processor;
+pub mod records;
+pub mod runner;
+pub mod shutdown;
+
+pub use config::Config;
+pub use processor::{Decode, Output, ProcessError, Processor, Raw, RecordMeta, now_ms};
+pub use runner::{RunSpec, run, start};
+pub use tokio_util::sync::CancellationToken;

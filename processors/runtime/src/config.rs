@@ -1,0 +1,420 @@
+//! Layered configuration: built-in defaults, then one TOML file, then `NOTIFY_` environment
+//! variables (`NOTIFY_KAFKA__BOOTSTRAP_SERVERS=…`; `__` separates levels). Unknown fields are
+//! rejected and every validation error is reported at once.
+//!
+//! librdkafka properties pass through untouched under `[kafka.properties]` (both clients),
+//! `[kafka.consumer]` and `[kafka.producer]`, so SASL, TLS and tuning work as operators know
+//! them. From the environment, `_` in a property name stands for `.`
+//! (`NOTIFY_KAFKA__PROPERTIES__SASL_MECHANISM=PLAIN`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration could not be read: {0}")]
+    Read(String),
+    #[error("configuration is invalid:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub registry: RegistryConfig,
+    pub cql: CqlConfig,
+    pub http: HttpConfig,
+    pub runtime: RuntimeConfig,
+    /// One table per processor (`[processors.dedup]`); each processor reads only its own.
+    pub processors: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    /// Consumer group of processor `p` is `<group_prefix>-<p>`.
+    pub group_prefix: String,
+    /// Kafka transactions for Kafka-to-Kafka stages (exactly-once); off means at-least-once.
+    pub transactional: bool,
+    pub properties: BTreeMap<String, String>,
+    pub consumer: BTreeMap<String, String>,
+    pub producer: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Base URL of the Confluent-compatible API (Apicurio: `…/apis/ccompat/v7`).
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Read the password from this file (mounted secret) when set.
+    pub password_file: Option<String>,
+    pub timeout_ms: u64,
+    /// Register the built-in schema for a subject that lacks it when producing.
+    pub auto_register: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CqlConfig {
+    pub nodes: Vec<String>,
+    pub keyspace: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+    /// Replication used by `notify db migrate` when it creates the keyspace.
+    pub replication_factor: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; empty disables the server.
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Records processed at once; records with the same key always share a lane (order).
+    pub lanes: usize,
+    /// Records consumed but not yet acknowledged downstream, at most (bounded memory).
+    pub max_in_flight: usize,
+    /// How long SIGTERM waits for in-flight records before exiting.
+    pub shutdown_grace_ms: u64,
+    pub status_topic: String,
+    pub dlq_topic: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            kafka: KafkaConfig::default(),
+            registry: RegistryConfig::default(),
+            cql: CqlConfig::default(),
+            http: HttpConfig::default(),
+            runtime: RuntimeConfig::default(),
+            processors: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: "127.0.0.1:19092".into(),
+            group_prefix: "notify".into(),
+            transactional: false,
+            properties: BTreeMap::new(),
+            consumer: BTreeMap::new(),
+            producer: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            url: "http://127.0.0.1:18081/apis/ccompat/v7".into(),
+            username: None,
+            password: None,
+            password_file: None,
+            timeout_ms: 5_000,
+            auto_register: true,
+        }
+    }
+}
+
+impl Default for CqlConfig {
+    fn default() -> Self {
+        CqlConfig {
+            nodes: vec!["127.0.0.1:19042".into()],
+            keyspace: "notify".into(),
+            username: None,
+            password: None,
+            password_file: None,
+            replication_factor: 1,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:9100".into(),
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            lanes: 8,
+            max_in_flight: 2_000,
+            shutdown_grace_ms: 30_000,
+            status_topic: "notify.status.v1".into(),
+            dlq_topic: "notify.dlq.v1".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// As [`Config::load`] with an explicit environment, so tests pass a map.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Read(format!(
+                    "{} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let mut config: Config = figment
+            .merge(env_provider(env))
+            .extract()
+            .map_err(|e| ConfigError::Read(e.to_string()))?;
+        config.normalise_env_property_names();
+        config.read_secret_files()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The processor's own table, with its defaults and unknown fields rejected.
+    pub fn processor<P: DeserializeOwned + Default>(&self, name: &str) -> Result<P, ConfigError> {
+        match self.processors.get(name) {
+            None => Ok(P::default()),
+            Some(value) => value
+                .clone()
+                .try_into()
+                .map_err(|e| ConfigError::Invalid(vec![format!("processors.{name}: {e}")])),
+        }
+    }
+
+    pub fn group_id(&self, processor: &str) -> String {
+        format!("{}-{}", self.kafka.group_prefix, processor)
+    }
+
+    fn normalise_env_property_names(&mut self) {
+        for map in [
+            &mut self.kafka.properties,
+            &mut self.kafka.consumer,
+            &mut self.kafka.producer,
+        ] {
+            let renamed: BTreeMap<String, String> = std::mem::take(map)
+                .into_iter()
+                .map(|(k, v)| {
+                    if k.contains('.') {
+                        (k, v)
+                    } else {
+                        (k.replace('_', "."), v)
+                    }
+                })
+                .collect();
+            *map = renamed;
+        }
+    }
+
+    fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        let read = |path: &str| {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim_end().to_string())
+                .map_err(|e| ConfigError::Read(format!("secret file {path}: {e}")))
+        };
+        if let Some(path) = &self.registry.password_file {
+            self.registry.password = Some(read(path)?);
+        }
+        if let Some(path) = &self.cql.password_file {
+            self.cql.password = Some(read(path)?);
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut errors = Vec::new();
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            errors.push("kafka.bootstrap_servers is empty".to_string());
+        }
+        if self.kafka.group_prefix.trim().is_empty() {
+            errors.push("kafka.group_prefix is empty".to_string());
+        }
+        if !(self.registry.url.starts_with("http://") || self.registry.url.starts_with("https://"))
+        {
+            errors.push(format!(
+                "registry.url {:?} is not an http(s) URL",
+                self.registry.url
+            ));
+        }
+        if self.cql.nodes.is_empty() {
+            errors.push("cql.nodes is empty".to_string());
+        }
+        if !is_cql_identifier(&self.cql.keyspace) {
+            errors.push(format!(
+                "cql.keyspace {:?} is not a CQL identifier",
+                self.cql.keyspace
+            ));
+        }
+        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            errors.push(format!(
+                "http.listen {:?} is not host:port",
+                self.http.listen
+            ));
+        }
+        if self.runtime.lanes == 0 {
+            errors.push("runtime.lanes must be at least 1".to_string());
+        }
+        if self.runtime.max_in_flight < self.runtime.lanes {
+            errors.push("runtime.max_in_flight must be at least runtime.lanes".to_string());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(errors))
+        }
+    }
+}
+
+pub fn is_cql_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 48
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `NOTIFY_A__B=v` becomes `a.b = v`. Only names with `__` are configuration, so variables
+/// like `NOTIFY_KAFKA_PORT` (used by the dev stack scripts) are not mistaken for fields.
+fn env_provider(env: impl IntoIterator<Item = (String, String)>) -> Serialized<toml::Table> {
+    let mut root = toml::Table::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("NOTIFY_") else {
+            continue;
+        };
+        if !rest.contains("__") {
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        insert_path(&mut root, &path, parse_env_value(&value));
+    }
+    Serialized::defaults(root)
+}
+
+fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    match path {
+        [] => {}
+        [last] => {
+            table.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(inner) = entry {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Environment values are TOML literals when they parse as one (`8`, `true`, `["a","b"]`),
+/// otherwise plain strings.
+fn parse_env_value(raw: &str) -> toml::Value {
+    let probe = format!("v = {raw}");
+    match probe.parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("NOTIFY_KAFKA__BOOTSTRAP_SERVERS", "broker:9092"),
+                ("NOTIFY_RUNTIME__LANES", "3"),
+                ("NOTIFY_KAFKA__PROPERTIES__SASL_MECHANISM", "PLAIN"),
+                ("NOTIFY_KAFKA_PORT", "19092"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.kafka.bootstrap_servers, "broker:9092");
+        assert_eq!(c.runtime.lanes, 3);
+        assert_eq!(
+            c.kafka.properties.get("sasl.mechanism").map(String::as_str),
+            Some("PLAIN")
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err =
+            Config::load_with_env(None, env(&[("NOTIFY_KAFKA__BOOTSTRAP", "x")])).unwrap_err();
+        assert!(err.to_string().contains("bootstrap"), "{err}");
+    }
+
+    #[test]
+    fn every_validation_error_is_reported() {
+        let err = Config::load_with_env(
+            None,
+            env(&[
+                ("NOTIFY_KAFKA__BOOTSTRAP_SERVERS", ""),
+                ("NOTIFY_RUNTIME__LANES", "0"),
+                ("NOTIFY_CQL__KEYSPACE", "bad-name"),
+            ]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("bootstrap_servers")
+                && text.contains("lanes")
+                && text.contains("keyspace"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn processor_tables_reject_unknown_fields() {
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        struct P {
+            window_days: u32,
+        }
+        let c = Config::load_with_env(None, env(&[("NOTIFY_PROCESSORS__DEDUP__WINDOW_DAYS", "3")]))
+            .unwrap();
+        assert_eq!(c.processor::<P>("dedup").unwrap().window_days, 3);
+        let c =
+            Config::load_with_env(None, env(&[("NOTIFY_PROCESSORS__DEDUP__WINDOW", "3")])).unwrap();
+        assert!(c.processor::<P>("dedup").is_err());
+    }
+}

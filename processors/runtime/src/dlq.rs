@@ -1,0 +1,169 @@
+//! Dead letters: the source record's bytes, untouched, with the reason in headers
+//! (CONTRACT.md, "Dead-letter headers").
+
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+
+pub const STAGE: &str = "notify.error.stage";
+pub const CLASS: &str = "notify.error.class";
+pub const REASON: &str = "notify.error.reason";
+pub const SOURCE_TOPIC: &str = "notify.source.topic";
+pub const SOURCE_PARTITION: &str = "notify.source.partition";
+pub const SOURCE_OFFSET: &str = "notify.source.offset";
+pub const ATTEMPTS: &str = "notify.attempts";
+pub const FIRST_FAILURE_AT: &str = "notify.first_failure_at";
+
+/// Every header a dead letter carries, in a fixed order.
+pub const ALL_HEADERS: [&str; 8] = [
+    STAGE,
+    CLASS,
+    REASON,
+    SOURCE_TOPIC,
+    SOURCE_PARTITION,
+    SOURCE_OFFSET,
+    ATTEMPTS,
+    FIRST_FAILURE_AT,
+];
+
+/// Why a record was dead-lettered (`notify.error.class`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// Bytes that are not Avro in the wire format, or a body that does not decode.
+    Decode,
+    /// Unknown schema id, or a record that does not fit the expected schema.
+    Schema,
+    /// Decodes, but breaks a rule of the contract (empty event id, …).
+    Validation,
+    /// A template, locale or variable is missing, or the rendered text is over a limit.
+    Render,
+    /// The provider refused the message for good.
+    Permanent,
+    /// The retry ladder's last step failed too.
+    RetriesExhausted,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 6] = [
+        Self::Decode,
+        Self::Schema,
+        Self::Validation,
+        Self::Render,
+        Self::Permanent,
+        Self::RetriesExhausted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Decode => "decode",
+            Self::Schema => "schema",
+            Self::Validation => "validation",
+            Self::Render => "render",
+            Self::Permanent => "permanent",
+            Self::RetriesExhausted => "retries_exhausted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ErrorClass> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// Where the failed record came from and what happened to it.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub stage: String,
+    pub class: ErrorClass,
+    pub reason: String,
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    pub attempts: u32,
+    pub first_failure_at_ms: i64,
+}
+
+impl DeadLetter {
+    /// The source record's own headers (minus any older error headers), then ours.
+    pub fn headers(&self, source: Option<&OwnedHeaders>) -> OwnedHeaders {
+        let mut out = OwnedHeaders::new();
+        if let Some(src) = source {
+            for h in src.iter() {
+                if !ALL_HEADERS.contains(&h.key) {
+                    out = out.insert(Header {
+                        key: h.key,
+                        value: h.value,
+                    });
+                }
+            }
+        }
+        let values = [
+            (STAGE, self.stage.clone()),
+            (CLASS, self.class.as_str().to_string()),
+            // Header values stay small: a reason is cut at 1 KiB on a char boundary.
+            (REASON, truncate(&self.reason, 1024).to_string()),
+            (SOURCE_TOPIC, self.source_topic.clone()),
+            (SOURCE_PARTITION, self.source_partition.to_string()),
+            (SOURCE_OFFSET, self.source_offset.to_string()),
+            (ATTEMPTS, self.attempts.to_string()),
+            (FIRST_FAILURE_AT, self.first_failure_at_ms.to_string()),
+        ];
+        for (key, value) in values {
+            out = out.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            });
+        }
+        out
+    }
+}
+
+/// The UTF-8 value of header `key`, if present.
+pub fn header_str<'a>(headers: Option<&'a OwnedHeaders>, key: &str) -> Option<&'a str> {
+    let headers = headers?;
+    headers
+        .iter()
+        .filter(|h| h.key == key)
+        .last()
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn carries_every_contract_header_and_keeps_source_headers() {
+        let source = OwnedHeaders::new().insert(Header {
+            key: "trace",
+            value: Some(b"t1".as_slice()),
+        });
+        let dl = DeadLetter {
+            stage: "dedup".into(),
+            class: ErrorClass::Decode,
+            reason: "é".repeat(2000),
+            source_topic: "in".into(),
+            source_partition: 3,
+            source_offset: 42,
+            attempts: 1,
+            first_failure_at_ms: 7,
+        };
+        let h = dl.headers(Some(&source));
+        for key in ALL_HEADERS {
+            assert!(header_str(Some(&h), key).is_some(), "missing {key}");
+        }
+        assert_eq!(header_str(Some(&h), "trace"), Some("t1"));
+        assert_eq!(header_str(Some(&h), CLASS), Some("decode"));
+        assert_eq!(header_str(Some(&h), SOURCE_OFFSET), Some("42"));
+        assert!(header_str(Some(&h), REASON).unwrap().len() <= 1024);
+    }
+}

@@ -1,0 +1,209 @@
+//! The one interface a stage implements: a record in, zero or more outputs out.
+//!
+//! An empty output list means "filtered" (the offset still advances). The error says what the
+//! runtime does next: `Reject` dead-letters the record and goes on, `Transient` tries the same
+//! record again after a backoff and holds the lane meanwhile (backpressure).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::codec::{AvroCodec, DecodeError, EncodeError};
+use crate::dlq::ErrorClass;
+use crate::records::{AvroRecord, DeliveryStatus};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A stage's business rule.
+pub trait Processor: Send + Sync + 'static {
+    /// What the input topics carry.
+    type Input: Decode;
+
+    /// Handles one record. Records with the same key arrive one at a time, in offset order.
+    fn process(
+        &self,
+        input: Self::Input,
+        meta: &RecordMeta,
+    ) -> impl Future<Output = Result<Vec<Output>, ProcessError>> + Send;
+}
+
+/// Where a record came from.
+#[derive(Debug, Clone)]
+pub struct RecordMeta {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    /// The Kafka timestamp; the runtime carries it from input to output, so it is event time.
+    pub timestamp_ms: Option<i64>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl RecordMeta {
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The record can never succeed: dead-letter it with this class and reason. `outputs`
+    /// (typically a status event) are produced with it.
+    #[error("{class:?}: {reason}")]
+    Reject {
+        class: ErrorClass,
+        reason: String,
+        outputs: Vec<Output>,
+    },
+    /// A dependency is unavailable: try the same record again later, never skip it.
+    #[error("transient: {0}")]
+    Transient(String),
+}
+
+impl ProcessError {
+    pub fn reject(class: ErrorClass, reason: impl Into<String>) -> Self {
+        ProcessError::Reject {
+            class,
+            reason: reason.into(),
+            outputs: Vec::new(),
+        }
+    }
+    pub fn transient(reason: impl std::fmt::Display) -> Self {
+        ProcessError::Transient(reason.to_string())
+    }
+}
+
+/// How an input type is read from bytes.
+pub trait Decode: Sized + Send + 'static {
+    fn decode<'a>(
+        codec: &'a AvroCodec,
+        bytes: Option<&'a [u8]>,
+    ) -> BoxFuture<'a, Result<Self, DecodeError>>;
+}
+
+impl<T: AvroRecord> Decode for T {
+    fn decode<'a>(
+        codec: &'a AvroCodec,
+        bytes: Option<&'a [u8]>,
+    ) -> BoxFuture<'a, Result<Self, DecodeError>> {
+        Box::pin(codec.decode::<T>(bytes))
+    }
+}
+
+/// The record's value as it is, for stages that move bytes (retry ladder, pass-through).
+#[derive(Debug, Clone)]
+pub struct Raw(pub Option<Vec<u8>>);
+
+impl Decode for Raw {
+    fn decode<'a>(
+        _: &'a AvroCodec,
+        bytes: Option<&'a [u8]>,
+    ) -> BoxFuture<'a, Result<Self, DecodeError>> {
+        Box::pin(async move { Ok(Raw(bytes.map(<[u8]>::to_vec))) })
+    }
+}
+
+/// One record to produce.
+#[derive(Clone)]
+pub struct Output {
+    pub topic: String,
+    pub key: Option<String>,
+    pub value: Value,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Output")
+            .field("topic", &self.topic)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+pub enum Value {
+    /// Encoded by the runtime against the registry under `<topic>-value`.
+    Record(Arc<dyn EncodeRecord>),
+    Bytes(Vec<u8>),
+    Tombstone,
+}
+
+/// A record whose type is erased so outputs of different types share one list.
+pub trait EncodeRecord: Send + Sync {
+    fn encode<'a>(
+        &'a self,
+        codec: &'a AvroCodec,
+        topic: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<u8>, EncodeError>>;
+    /// The record itself, for tests that look at outputs without a registry.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+impl<T: AvroRecord> EncodeRecord for T {
+    fn encode<'a>(
+        &'a self,
+        codec: &'a AvroCodec,
+        topic: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<u8>, EncodeError>> {
+        Box::pin(codec.encode(topic, self))
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Output {
+    pub fn record<T: AvroRecord>(
+        topic: impl Into<String>,
+        key: impl Into<String>,
+        value: T,
+    ) -> Output {
+        Output {
+            topic: topic.into(),
+            key: Some(key.into()),
+            value: Value::Record(Arc::new(value)),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn bytes(topic: impl Into<String>, key: Option<String>, value: Vec<u8>) -> Output {
+        Output {
+            topic: topic.into(),
+            key,
+            value: Value::Bytes(value),
+            headers: Vec::new(),
+        }
+    }
+
+    /// A status event, keyed by event id.
+    pub fn status(topic: impl Into<String>, status: DeliveryStatus) -> Output {
+        let key = status.event_id.clone();
+        Output::record(topic, key, status)
+    }
+
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Output {
+        self.headers.push((key.into(), value.into()));
+        self
+    }
+
+    /// The record of type `T` this output carries, if it carries one (tests).
+    pub fn downcast<T: AvroRecord>(&self) -> Option<&T> {
+        match &self.value {
+            Value::Record(r) => r.as_any().downcast_ref::<T>(),
+            _ => None,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,320 @@
+//! The consume loop every processor runs.
+//!
+//! One task reads the input topics and hands each record to a lane chosen by its key (so
+//! records with one key stay in order). A lane decodes, calls the processor, and produces the
+//! outputs; when every output is acknowledged the record's offset joins the committable
+//! prefix. When lanes are full the loop pauses its partitions and keeps polling, so a slow
+//! stage slows fetching instead of growing memory or leaving the group.
+
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{FutureProducer, Producer};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::AvroCodec;
+use crate::config::Config;
+use crate::http::{self, Health};
+use crate::kafka::{RunnerContext, consumer_config, producer_config};
+use crate::lane::{Job, Lane};
+use crate::metrics::Metrics;
+use crate::offsets::OffsetTracker;
+use crate::processor::Processor;
+
+/// Records held back (lanes full) before fetching is paused. Below it, pausing would thrash.
+const PAUSE_AT: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("kafka client: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("schema registry client: {0}")]
+    Registry(String),
+    #[error("http server on {listen}: {source}")]
+    Http {
+        listen: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "a produced record was not acknowledged ({0}); stopping so that it is redone after restart"
+    )]
+    ProduceFailed(String),
+}
+
+/// What to run: a processor's name (metrics, group id, dead-letter stage) and its inputs.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub name: String,
+    pub input_topics: Vec<String>,
+}
+
+/// Shared by the loop, the lanes and the acknowledgement tasks.
+pub(crate) struct Shared {
+    pub consumer: StreamConsumer<RunnerContext>,
+    pub producer: FutureProducer,
+    pub codec: AvroCodec,
+    pub tracker: Arc<Mutex<OffsetTracker>>,
+    pub metrics: Metrics,
+    pub health: Health,
+    pub config: Config,
+    pub spec: RunSpec,
+    pub in_flight: Arc<Semaphore>,
+    pub capacity: Notify,
+    pub shutdown: CancellationToken,
+    pub fatal: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Stops the processor because of an error that restarting fixes (nothing is committed
+    /// past the failed record, so it is redone).
+    pub fn fail(&self, reason: String) {
+        tracing::error!(%reason, "stopping");
+        if let Ok(mut f) = self.fatal.lock() {
+            f.get_or_insert(reason);
+        }
+        self.shutdown.cancel();
+    }
+}
+
+/// Handles to a running processor (tests and the CLI).
+pub struct Running {
+    pub metrics: Metrics,
+    pub http_addr: Option<std::net::SocketAddr>,
+    pub done: tokio::task::JoinHandle<Result<(), RuntimeError>>,
+}
+
+/// Starts `processor` and returns once it is consuming; `shutdown` stops it gracefully.
+pub async fn start<P: Processor>(
+    processor: P,
+    spec: RunSpec,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<Running, RuntimeError> {
+    let metrics = Metrics::new(&spec.name);
+    for class in crate::dlq::ErrorClass::ALL {
+        metrics.dead_letters.with_label_values(&[class.as_str()]);
+    }
+    for topic in &spec.input_topics {
+        metrics
+            .records_consumed
+            .with_label_values(&[topic.as_str()]);
+    }
+    let health = Health::default();
+    let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
+    let context = RunnerContext {
+        tracker: tracker.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+        drain_timeout: Duration::from_millis(config.runtime.shutdown_grace_ms / 2),
+    };
+    let consumer: StreamConsumer<RunnerContext> =
+        consumer_config(&config, &config.group_id(&spec.name)).create_with_context(context)?;
+    let topics: Vec<&str> = spec.input_topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    let producer: FutureProducer = producer_config(&config).create()?;
+    let codec =
+        AvroCodec::new(&config.registry).map_err(|e| RuntimeError::Registry(e.to_string()))?;
+    let http_addr = if config.http.listen.is_empty() {
+        None
+    } else {
+        let addr = http::serve(
+            &config.http.listen,
+            metrics.clone(),
+            health.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|source| RuntimeError::Http {
+            listen: config.http.listen.clone(),
+            source,
+        })?;
+        Some(addr)
+    };
+    let shared = Arc::new(Shared {
+        consumer,
+        producer,
+        codec,
+        tracker,
+        metrics: metrics.clone(),
+        health,
+        in_flight: Arc::new(Semaphore::new(config.runtime.max_in_flight)),
+        capacity: Notify::new(),
+        shutdown,
+        fatal: Mutex::new(None),
+        config,
+        spec,
+    });
+    tracing::info!(processor = %shared.spec.name, inputs = ?shared.spec.input_topics, "started");
+    let done = tokio::spawn(run_loop(Arc::new(processor), shared));
+    Ok(Running {
+        metrics,
+        http_addr,
+        done,
+    })
+}
+
+/// Runs until `shutdown` is cancelled, then drains and commits.
+pub async fn run<P: Processor>(
+    processor: P,
+    spec: RunSpec,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
+    let running = start(processor, spec, config, shutdown).await?;
+    match running.done.await {
+        Ok(result) => result,
+        Err(join) => Err(RuntimeError::ProduceFailed(format!(
+            "consume loop panicked: {join}"
+        ))),
+    }
+}
+
+async fn run_loop<P: Processor>(
+    processor: Arc<P>,
+    shared: Arc<Shared>,
+) -> Result<(), RuntimeError> {
+    let lanes = shared.config.runtime.lanes;
+    let per_lane = (shared.config.runtime.max_in_flight / lanes).max(1);
+    let mut senders = Vec::with_capacity(lanes);
+    let mut lane_tasks = Vec::with_capacity(lanes);
+    for _ in 0..lanes {
+        let (tx, rx) = mpsc::channel::<Job>(per_lane);
+        senders.push(tx);
+        let lane = Lane {
+            processor: processor.clone(),
+            shared: shared.clone(),
+        };
+        lane_tasks.push(tokio::spawn(lane.run(rx)));
+    }
+
+    let mut backlog: VecDeque<OwnedMessage> = VecDeque::new();
+    let mut paused = false;
+    loop {
+        // Hand out what we hold, as far as lanes and the in-flight bound allow.
+        while let Some(msg) = backlog.pop_front() {
+            match try_dispatch(&shared, &senders, msg) {
+                Ok(()) => {}
+                Err(msg) => {
+                    backlog.push_front(msg);
+                    break;
+                }
+            }
+        }
+        if backlog.len() >= PAUSE_AT && !paused {
+            set_paused(&shared, true);
+            paused = true;
+        } else if backlog.is_empty() && paused {
+            set_paused(&shared, false);
+            paused = false;
+        }
+        tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => break,
+            received = shared.consumer.recv() => match received {
+                Ok(msg) => backlog.push_back(msg.detach()),
+                Err(e) => tracing::warn!(error = %e, "consumer error"),
+            },
+            _ = shared.capacity.notified(), if !backlog.is_empty() => {}
+        }
+    }
+
+    // Graceful stop: no more fetching; lanes finish what they were given; commit.
+    tracing::info!(
+        held = backlog.len(),
+        "shutting down: draining in-flight records"
+    );
+    shared.health.set_ready(false);
+    drop(senders);
+    let grace = Duration::from_millis(shared.config.runtime.shutdown_grace_ms);
+    let drained = tokio::time::timeout(grace, async {
+        for task in lane_tasks {
+            let _ = task.await;
+        }
+        // Every permit back means every acknowledgement task has finished.
+        let all = shared.config.runtime.max_in_flight as u32;
+        let _ = shared.in_flight.acquire_many(all).await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "grace period over with records in flight; they will be redone after restart"
+        );
+    }
+    if let Err(e) = shared.consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!(error = %e, "final commit");
+    }
+    let _ = shared.producer.flush(Duration::from_secs(5));
+    shared.consumer.unsubscribe();
+    let fatal = shared.fatal.lock().ok().and_then(|f| f.clone());
+    match fatal {
+        Some(reason) => Err(RuntimeError::ProduceFailed(reason)),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+/// Gives `msg` to its lane if there is room; hands it back otherwise.
+fn try_dispatch(
+    shared: &Shared,
+    senders: &[mpsc::Sender<Job>],
+    msg: OwnedMessage,
+) -> Result<(), OwnedMessage> {
+    let Ok(permit) = shared.in_flight.clone().try_acquire_owned() else {
+        return Err(msg);
+    };
+    let lane = lane_of(&msg, senders.len());
+    let slot = match senders[lane].try_reserve() {
+        Ok(slot) => slot,
+        Err(_) => return Err(msg),
+    };
+    let begun = shared
+        .tracker
+        .lock()
+        .map(|mut t| t.begin(msg.topic(), msg.partition(), msg.offset()))
+        .unwrap_or(false);
+    if !begun {
+        // The partition was revoked while we held the record: its new owner reads it.
+        return Ok(());
+    }
+    shared
+        .metrics
+        .records_consumed
+        .with_label_values(&[msg.topic()])
+        .inc();
+    shared.metrics.in_flight.inc();
+    slot.send(Job { msg, permit });
+    Ok(())
+}
+
+fn lane_of(msg: &OwnedMessage, lanes: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match msg.key() {
+        Some(key) => key.hash(&mut h),
+        None => (msg.topic(), msg.partition()).hash(&mut h),
+    }
+    (h.finish() % lanes as u64) as usize
+}
+
+fn set_paused(shared: &Shared, pause: bool) {
+    let Ok(assignment) = shared.consumer.assignment() else {
+        return;
+    };
+    let result = if pause {
+        shared.consumer.pause(&assignment)
+    } else {
+        shared.consumer.resume(&assignment)
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, pause, "pause/resume failed");
+    } else {
+        tracing::debug!(pause, "backpressure");
+    }
+}
