@@ -1,1 +1,219 @@
-fn main() {}
+//! `notify`: one binary for every processor and operator tool.
+
+use std::io::BufReader;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use notify_cli::{produce, run, schemas, topics};
+use notify_runtime::Config;
+
+#[derive(Parser)]
+#[command(name = "notify", version, about = "Kafka-native notification pipeline", long_about = None)]
+struct Cli {
+    /// Configuration file (TOML). Environment variables NOTIFY_<SECTION>__<KEY> override it.
+    #[arg(long, short, global = true, env = "NOTIFY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one processor until SIGTERM (drains in-flight records, commits, exits).
+    Run {
+        /// Which processor (see `notify run --help` for the list in the error of an unknown name).
+        processor: String,
+        /// Only load and validate the configuration, then exit.
+        #[arg(long)]
+        check_config: bool,
+    },
+    /// Topic administration.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+    /// Schema registry administration.
+    Schemas {
+        #[command(subcommand)]
+        command: SchemasCommand,
+    },
+    /// CQL database administration.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+    /// Produce JSON lines (one record a line) as Avro to a topic.
+    Produce {
+        /// What the lines are.
+        #[arg(value_enum)]
+        kind: produce::Kind,
+        /// File to read; `-` or absent reads standard input.
+        file: Option<PathBuf>,
+        /// Topic (default: the contract topic of the kind).
+        #[arg(long)]
+        topic: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Create missing topics and update what differs from the topics file.
+    Apply {
+        #[arg(long, default_value = "topics/topics.toml")]
+        file: PathBuf,
+        /// Show the plan without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Override the replication factor of every topic (1 on a one-broker dev stack).
+        #[arg(long)]
+        replication_factor: Option<i32>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemasCommand {
+    /// Register each topic's value schema under <topic>-value (topic-name strategy).
+    Register {
+        #[arg(long, default_value = "topics/topics.toml")]
+        file: PathBuf,
+        /// Compatibility rule set on each subject before registering.
+        #[arg(long, default_value = "BACKWARD")]
+        compatibility: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Create the keyspace and apply the migrations not yet applied (idempotent).
+    Migrate,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NOTIFY_LOG")
+                .unwrap_or_else(|_| "info,scylla=warn,librdkafka=error,rdkafka=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Run {
+            processor,
+            check_config,
+        } => {
+            run::check(&processor, &config)?;
+            if check_config {
+                println!("configuration for {processor} is valid");
+                return Ok(());
+            }
+            let shutdown = notify_runtime::shutdown::on_signals();
+            run::run(&processor, config, shutdown).await
+        }
+        Command::Topics {
+            command:
+                TopicsCommand::Apply {
+                    file,
+                    dry_run,
+                    replication_factor,
+                },
+        } => {
+            let spec = topics::TopicsFile::load(&file)?;
+            let changes = topics::apply(&config, &spec, replication_factor, dry_run).await?;
+            let verb = if dry_run { "would change" } else { "changed" };
+            for change in &changes {
+                println!("{change}");
+            }
+            println!(
+                "{} topics checked, {} {verb}",
+                spec.topics.len(),
+                changes.len()
+            );
+            Ok(())
+        }
+        Command::Schemas {
+            command:
+                SchemasCommand::Register {
+                    file,
+                    compatibility,
+                },
+        } => {
+            let spec = topics::TopicsFile::load(&file)?;
+            for r in schemas::register(&config, &spec, &compatibility).await? {
+                println!("{} -> {} (id {})", r.subject, r.record, r.id);
+            }
+            Ok(())
+        }
+        Command::Db {
+            command: DbCommand::Migrate,
+        } => {
+            let session = notify_runtime::cql::connect(&config.cql).await?;
+            let report = notify_runtime::cql::migrate(&session, &config.cql).await?;
+            if report.keyspace_created {
+                println!("created keyspace {}", config.cql.keyspace);
+            }
+            for name in &report.applied {
+                println!("applied {name}");
+            }
+            println!(
+                "{} applied, {} already applied",
+                report.applied.len(),
+                report.already_applied.len()
+            );
+            Ok(())
+        }
+        Command::Produce { kind, file, topic } => {
+            let topic = topic.unwrap_or_else(|| kind.default_topic().to_string());
+            let input: Box<dyn std::io::BufRead> = match file.as_deref() {
+                None => Box::new(BufReader::new(std::io::stdin())),
+                Some(p) if p.as_os_str() == "-" => Box::new(BufReader::new(std::io::stdin())),
+                Some(p) => Box::new(BufReader::new(
+                    std::fs::File::open(p)
+                        .with_context(|| format!("cannot open {}", p.display()))?,
+                )),
+            };
+            let report = produce::produce(&config, kind, &topic, input, |n| {
+                if n > 0 && n % 10_000 == 0 {
+                    eprintln!("produced {n}…");
+                }
+            })
+            .await?;
+            for bad in &report.bad {
+                eprintln!("line {}: {}", bad.line, bad.reason);
+            }
+            println!(
+                "produced {} records to {topic}; {} bad lines",
+                report.produced,
+                report.bad.len()
+            );
+            if report.bad.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!("{} bad lines", report.bad.len())
+            }
+        }
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod cql;
 pub mod dlq;
 pub mod http;
 pub mod kafka;

@@ -153,6 +153,28 @@ pub struct NotificationRequest {
 avro_record!(NotificationRequest, "notify.v1.NotificationRequest");
 
 impl NotificationRequest {
+    /// The rules of the contract that the schema cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut missing = Vec::new();
+        for (name, value) in [
+            ("event_id", &self.event_id),
+            ("user_id", &self.user_id),
+            ("category", &self.category),
+            ("template_id", &self.template_id),
+        ] {
+            if value.trim().is_empty() {
+                missing.push(name);
+            }
+        }
+        if !missing.is_empty() {
+            return Err(format!("empty required field(s): {}", missing.join(", ")));
+        }
+        if self.created_at <= 0 {
+            return Err(format!("created_at {} is not a timestamp", self.created_at));
+        }
+        Ok(())
+    }
+
     /// True when the request carries an expiry that has passed at `now_ms`.
     pub fn is_expired(&self, now_ms: i64) -> bool {
         self.expires_at.is_some_and(|t| t <= now_ms)

@@ -32,6 +32,10 @@ const PAUSE_AT: usize = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("setting up: {0}")]
+    Setup(String),
     #[error("kafka client: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("schema registry client: {0}")]

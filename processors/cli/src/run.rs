@@ -1,0 +1,30 @@
+//! `notify run <processor>`: the table of processors this binary can run.
+
+use notify_runtime::{CancellationToken, Config};
+
+/// Declares each processor once: its name, its settings type and its `run` function.
+macro_rules! processors {
+    ($($krate:ident),* $(,)?) => {
+        /// Names accepted by `notify run`.
+        pub const PROCESSORS: &[&str] = &[$($krate::NAME),*];
+
+        /// Checks the processor's own table of `config` (unknown fields, invalid values).
+        pub fn check(name: &str, config: &Config) -> anyhow::Result<()> {
+            $(if name == $krate::NAME {
+                config.processor::<$krate::Settings>(name)?;
+                return Ok(());
+            })*
+            anyhow::bail!("unknown processor {name:?}; known: {}", PROCESSORS.join(", "))
+        }
+
+        /// Runs the processor until `shutdown`.
+        pub async fn run(name: &str, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+            $(if name == $krate::NAME {
+                return Ok($krate::run(config, shutdown).await?);
+            })*
+            anyhow::bail!("unknown processor {name:?}; known: {}", PROCESSORS.join(", "))
+        }
+    };
+}
+
+processors!(notify_passthrough);
