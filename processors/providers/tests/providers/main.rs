@@ -6,3 +6,4 @@ mod common;
 mod fcm;
 mod sms_email;
 mod smtp;
+mod smtp_tls;
