@@ -215,7 +215,7 @@ start_registry() {
 }
 
 start_smtp() {
-  mkdir -p "$RUN/smtp/maildir"
+  mkdir -p "$RUN/smtp/maildir/"{tmp,new,cur}
   launch smtp "$CACHE/venv/bin/python" -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" \
     -c aiosmtpd.handlers.Mailbox "$RUN/smtp/maildir"
   wait_ready smtp 30 port_open "$SMTP_PORT"

@@ -142,11 +142,11 @@ async fn encode_line(
             value: None,
         });
     }
-    if kind == Kind::Request {
-        if let Some(obj) = json.as_object_mut() {
-            obj.entry("created_at")
-                .or_insert_with(|| serde_json::json!(now_ms()));
-        }
+    if kind == Kind::Request
+        && let Some(obj) = json.as_object_mut()
+    {
+        obj.entry("created_at")
+            .or_insert_with(|| serde_json::json!(now_ms()));
     }
     match kind {
         Kind::Request => {

@@ -208,10 +208,9 @@ fn wanted_config(
     if let Some(min_isr) = c
         .get("min.insync.replicas")
         .and_then(|v| v.parse::<i32>().ok())
+        && min_isr > replication
     {
-        if min_isr > replication {
-            c.insert("min.insync.replicas".into(), replication.max(1).to_string());
-        }
+        c.insert("min.insync.replicas".into(), replication.max(1).to_string());
     }
     c
 }

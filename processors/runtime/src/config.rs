@@ -23,7 +23,7 @@ pub enum ConfigError {
     Invalid(Vec<String>),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub kafka: KafkaConfig,
@@ -92,19 +92,6 @@ pub struct RuntimeConfig {
     pub shutdown_grace_ms: u64,
     pub status_topic: String,
     pub dlq_topic: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            kafka: KafkaConfig::default(),
-            registry: RegistryConfig::default(),
-            cql: CqlConfig::default(),
-            http: HttpConfig::default(),
-            runtime: RuntimeConfig::default(),
-            processors: BTreeMap::new(),
-        }
-    }
 }
 
 impl Default for KafkaConfig {

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::statistics::Statistics;
 
 use crate::config::Config;
 use crate::http::Health;
@@ -81,17 +80,31 @@ pub struct RunnerContext {
     pub metrics: Metrics,
     pub health: Health,
     pub drain_timeout: Duration,
+    /// Once shutting down, the run loop has drained already: revoke without waiting.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl ClientContext for RunnerContext {
-    fn stats(&self, statistics: Statistics) {
-        for (topic, t) in &statistics.topics {
-            for (partition, p) in &t.partitions {
-                if *partition >= 0 && p.consumer_lag >= 0 {
+    /// Lag per partition from librdkafka's statistics. Parsed loosely (only the fields used)
+    /// so that a field added by a newer librdkafka never loses the metric.
+    fn stats_raw(&self, statistics: &[u8]) {
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(statistics) else {
+            return;
+        };
+        let Some(topics) = json.get("topics").and_then(|t| t.as_object()) else {
+            return;
+        };
+        for (topic, t) in topics {
+            let Some(partitions) = t.get("partitions").and_then(|p| p.as_object()) else {
+                continue;
+            };
+            for (partition, p) in partitions {
+                let lag = p.get("consumer_lag").and_then(|l| l.as_i64()).unwrap_or(-1);
+                if partition != "-1" && lag >= 0 {
                     self.metrics
                         .consumer_lag
-                        .with_label_values(&[topic.as_str(), &partition.to_string()])
-                        .set(p.consumer_lag);
+                        .with_label_values(&[topic.as_str(), partition.as_str()])
+                        .set(lag);
                 }
             }
         }
@@ -113,7 +126,7 @@ impl ConsumerContext for RunnerContext {
                     .lock()
                     .map(|t| t.in_flight(Some(&keys)))
                     .unwrap_or(0);
-                if in_flight == 0 || Instant::now() >= deadline {
+                if in_flight == 0 || Instant::now() >= deadline || self.shutdown.is_cancelled() {
                     if in_flight > 0 {
                         tracing::warn!(
                             in_flight,

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::dlq::{DeadLetter, ErrorClass};
@@ -93,10 +93,13 @@ impl<P: Processor> Lane<P> {
                 .ok()
                 .and_then(|mut t| t.complete(&meta.topic, meta.partition, meta.offset));
             if let Some(next) = next {
-                if let Err(e) = shared
-                    .consumer
-                    .store_offset(&meta.topic, meta.partition, next)
-                {
+                // `store_offsets` takes the next offset to read, as committed (the older
+                // `store_offset` adds one itself, which would skip a record).
+                let mut tpl = TopicPartitionList::new();
+                let stored = tpl
+                    .add_partition_offset(&meta.topic, meta.partition, Offset::Offset(next))
+                    .and_then(|()| shared.consumer.store_offsets(&tpl));
+                if let Err(e) = stored {
                     tracing::debug!(error = %e, "store offset (partition likely revoked)");
                 }
             }

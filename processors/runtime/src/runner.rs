@@ -116,6 +116,7 @@ pub async fn start<P: Processor>(
         metrics: metrics.clone(),
         health: health.clone(),
         drain_timeout: Duration::from_millis(config.runtime.shutdown_grace_ms / 2),
+        shutdown: shutdown.clone(),
     };
     let consumer: StreamConsumer<RunnerContext> =
         consumer_config(&config, &config.group_id(&spec.name)).create_with_context(context)?;

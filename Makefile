@@ -1,0 +1,28 @@
+# The two commands of the README are `make dev` and `make test`; the rest are their parts.
+.PHONY: dev test stack-up stack-down stack-status build lint bench clean
+
+dev: ## Stack, topics, schemas, migrations, processors and a demo; Ctrl-C stops it all.
+	dev/setup.sh
+	dev/dev.sh
+
+test: ## Every check CI runs (fmt, clippy, unit and integration tests on the real stack).
+	dev/test.sh
+
+stack-up: ## Start Kafka, Cassandra, Apicurio and the SMTP server (fetches them once).
+	dev/stack.sh up
+
+stack-down: ## Stop what stack-up started.
+	dev/stack.sh down
+
+stack-status:
+	dev/stack.sh status
+
+build:
+	cargo build --release --bin notify
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+clean: stack-down
+	rm -rf .run

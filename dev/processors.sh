@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# The processors `make dev` runs, in pipeline order.
+echo passthrough

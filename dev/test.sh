@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# `make test`: everything CI checks, against the real stack. Starts what is not running and
+# stops, at the end, only what it started.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+dev/setup.sh
+started_here=false
+if ! dev/stack.sh status | grep -q running; then started_here=true; fi
+cleanup() { if $started_here; then dev/stack.sh down; fi; }
+trap cleanup EXIT
+dev/stack.sh up
+
+echo "[test] formatting and lints" >&2
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "[test] build" >&2
+cargo build --quiet --bin notify
+
+echo "[test] unit and integration tests" >&2
+cargo test --workspace --quiet -- --test-threads 4
