@@ -2,4 +2,5 @@
 //! each test makes its own topics, groups and keyspace through `notify_tests::TestEnv`.
 
 mod foundation;
+mod table;
 mod tools;

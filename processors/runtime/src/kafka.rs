@@ -82,6 +82,7 @@ pub struct RunnerContext {
     pub drain_timeout: Duration,
     /// Once shutting down, the run loop has drained already: revoke without waiting.
     pub shutdown: tokio_util::sync::CancellationToken,
+    pub(crate) hooks: std::sync::Arc<dyn crate::processor::RebalanceHooks>,
 }
 
 impl ClientContext for RunnerContext {
@@ -142,6 +143,7 @@ impl ConsumerContext for RunnerContext {
             if let Ok(mut t) = self.tracker.lock() {
                 t.revoke(&keys);
             }
+            self.hooks.revoked(&keys);
             for (topic, partition) in &keys {
                 let _ = self
                     .metrics
@@ -160,6 +162,7 @@ impl ConsumerContext for RunnerContext {
                 .map(|e| (e.topic().to_string(), e.partition()))
                 .collect();
             tracing::info!(partitions = keys.len(), "partitions assigned");
+            self.hooks.assigned(&keys);
             if let Ok(mut t) = self.tracker.lock() {
                 t.assign(keys);
             }

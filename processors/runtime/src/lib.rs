@@ -15,8 +15,10 @@ pub mod processor;
 pub mod records;
 pub mod runner;
 pub mod shutdown;
+pub mod table;
 
 pub use config::Config;
 pub use processor::{Decode, Output, ProcessError, Processor, Raw, RecordMeta, now_ms};
 pub use runner::{RunSpec, run, start};
+pub use table::Table;
 pub use tokio_util::sync::CancellationToken;

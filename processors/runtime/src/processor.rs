@@ -25,6 +25,28 @@ pub trait Processor: Send + Sync + 'static {
         input: Self::Input,
         meta: &RecordMeta,
     ) -> impl Future<Output = Result<Vec<Output>, ProcessError>> + Send;
+
+    /// Called when the group assigns input partitions `(topic, partition)`, before any of
+    /// their records is processed (e.g. to load a co-partitioned table). Must return quickly.
+    fn assigned(&self, _partitions: &[(String, i32)]) {}
+
+    /// Called when input partitions are taken away, after their in-flight records finished.
+    fn revoked(&self, _partitions: &[(String, i32)]) {}
+}
+
+/// The rebalance hooks of a processor, object-safe so the consumer context can hold them.
+pub(crate) trait RebalanceHooks: Send + Sync {
+    fn assigned(&self, partitions: &[(String, i32)]);
+    fn revoked(&self, partitions: &[(String, i32)]);
+}
+
+impl<P: Processor> RebalanceHooks for P {
+    fn assigned(&self, partitions: &[(String, i32)]) {
+        Processor::assigned(self, partitions)
+    }
+    fn revoked(&self, partitions: &[(String, i32)]) {
+        Processor::revoked(self, partitions)
+    }
 }
 
 /// Where a record came from.

@@ -109,6 +109,7 @@ pub async fn start<P: Processor>(
             .records_consumed
             .with_label_values(&[topic.as_str()]);
     }
+    let processor = Arc::new(processor);
     let health = Health::default();
     let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
     let context = RunnerContext {
@@ -117,6 +118,7 @@ pub async fn start<P: Processor>(
         health: health.clone(),
         drain_timeout: Duration::from_millis(config.runtime.shutdown_grace_ms / 2),
         shutdown: shutdown.clone(),
+        hooks: processor.clone(),
     };
     let consumer: StreamConsumer<RunnerContext> =
         consumer_config(&config, &config.group_id(&spec.name)).create_with_context(context)?;
@@ -156,7 +158,7 @@ pub async fn start<P: Processor>(
         spec,
     });
     tracing::info!(processor = %shared.spec.name, inputs = ?shared.spec.input_topics, "started");
-    let done = tokio::spawn(run_loop(Arc::new(processor), shared));
+    let done = tokio::spawn(run_loop(processor, shared));
     Ok(Running {
         metrics,
         http_addr,
