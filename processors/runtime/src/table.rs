@@ -130,11 +130,10 @@ impl<V: AvroRecord> Table<V> {
                 let _ = tpl.add_partition_offset(&self.inner.topic, p, Offset::Beginning);
             }
         }
-        if tpl.count() > 0 {
-            if let Err(e) = self.inner.consumer.incremental_assign(&tpl) {
+        if tpl.count() > 0
+            && let Err(e) = self.inner.consumer.incremental_assign(&tpl) {
                 tracing::error!(topic = %self.inner.topic, error = %e, "table assign failed");
             }
-        }
     }
 
     /// Every partition of the topic (a global table).
@@ -251,11 +250,10 @@ impl<V: AvroRecord> Table<V> {
     ) -> Option<i64> {
         let slot = self.inner.watermarks.get(&partition)?.clone();
         let mut cached = slot.lock().await;
-        if let Some(w) = *cached {
-            if w.asked_at >= since {
+        if let Some(w) = *cached
+            && w.asked_at >= since {
                 return Some(w.high);
             }
-        }
         let asked_at = Instant::now();
         let consumer = self.inner.consumer.clone();
         let topic = self.inner.topic.clone();
