@@ -131,9 +131,10 @@ impl<V: AvroRecord> Table<V> {
             }
         }
         if tpl.count() > 0
-            && let Err(e) = self.inner.consumer.incremental_assign(&tpl) {
-                tracing::error!(topic = %self.inner.topic, error = %e, "table assign failed");
-            }
+            && let Err(e) = self.inner.consumer.incremental_assign(&tpl)
+        {
+            tracing::error!(topic = %self.inner.topic, error = %e, "table assign failed");
+        }
     }
 
     /// Every partition of the topic (a global table).
@@ -251,9 +252,10 @@ impl<V: AvroRecord> Table<V> {
         let slot = self.inner.watermarks.get(&partition)?.clone();
         let mut cached = slot.lock().await;
         if let Some(w) = *cached
-            && w.asked_at >= since {
-                return Some(w.high);
-            }
+            && w.asked_at >= since
+        {
+            return Some(w.high);
+        }
         let asked_at = Instant::now();
         let consumer = self.inner.consumer.clone();
         let topic = self.inner.topic.clone();
