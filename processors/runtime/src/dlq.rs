@@ -12,6 +12,31 @@ pub const SOURCE_OFFSET: &str = "notify.source.offset";
 pub const ATTEMPTS: &str = "notify.attempts";
 pub const FIRST_FAILURE_AT: &str = "notify.first_failure_at";
 
+/// Retry-ladder and deferral headers (the retry processor reads them; delivery and the
+/// preference filter write them). `notify.attempts`, `notify.first_failure_at` and
+/// `notify.error.reason` above are shared with dead letters.
+pub mod retry {
+    /// The topic the record returns to when it is due (the channel topic, or the stage input
+    /// for a deferred request).
+    pub const ORIGIN_TOPIC: &str = "notify.origin.topic";
+    /// Epoch ms of the failure that sent the record to the ladder (this attempt's failure).
+    /// Absent: the retry processor counts from when it first reads the record.
+    pub const LAST_FAILURE_AT: &str = "notify.last_failure_at";
+    /// The provider's Retry-After, in ms, when it sent one.
+    pub const RETRY_AFTER_MS: &str = "notify.retry_after_ms";
+    /// Epoch ms before which the record must not return to its origin (deferral, and a
+    /// record moved to a later step by Retry-After).
+    pub const NOT_BEFORE: &str = "notify.not_before";
+    /// Set by the retry processor on what it returns: the ladder step (0-based) it waited on.
+    /// Writers of the ladder keep it, so the next failure goes at least one step further.
+    pub const STEP: &str = "notify.retry.step";
+    /// Set by the retry processor: epoch ms when it was due and when it was sent back.
+    pub const DUE_AT: &str = "notify.retry.due_at";
+    pub const FORWARDED_AT: &str = "notify.retry.forwarded_at";
+    /// Set by `notify dlq redrive`: epoch ms of the redrive.
+    pub const REDRIVEN_AT: &str = "notify.redriven_at";
+}
+
 /// Every header a dead letter carries, in a fixed order.
 pub const ALL_HEADERS: [&str; 8] = [
     STAGE,
