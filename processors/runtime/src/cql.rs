@@ -12,10 +12,16 @@ use scylla::client::session_builder::SessionBuilder;
 use crate::config::{CqlConfig, is_cql_identifier};
 
 /// Every migration, in the order it is applied. `{keyspace}` is replaced by the configured one.
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_migrations.cql",
-    include_str!("../../../schemas/cql/0001_migrations.cql"),
-)];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_migrations.cql",
+        include_str!("../../../schemas/cql/0001_migrations.cql"),
+    ),
+    (
+        "0002_dedup.cql",
+        include_str!("../../../schemas/cql/0002_dedup.cql"),
+    ),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CqlError {
