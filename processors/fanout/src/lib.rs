@@ -1,0 +1,187 @@
+//! Fan-out stage: one message per channel and contact point.
+//!
+//! Consumes `notify.stage.limited.v1` and writes one `ChannelMessage` per target to
+//! `notify.channel.{apns,fcm,sms,email}.v1`, keyed by the contact point so that a recipient's
+//! messages stay in order on their channel. PUSH becomes one APNS or FCM message per device.
+
+use std::collections::BTreeSet;
+
+use notify_runtime::records::{
+    ChannelMessage, DeliveryChannel, DeliveryStatus, NotificationRequest, Outcome,
+    RoutedNotification, mask,
+};
+use notify_runtime::runner::RuntimeError;
+use notify_runtime::{Output, ProcessError, Processor, RecordMeta, now_ms};
+use serde::Deserialize;
+
+pub const NAME: &str = "fanout";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FanoutSettings {
+    pub input: String,
+    pub apns_topic: String,
+    pub fcm_topic: String,
+    pub sms_topic: String,
+    pub email_topic: String,
+}
+
+impl Default for FanoutSettings {
+    fn default() -> Self {
+        let topic = |c: DeliveryChannel| format!("notify.channel.{}.v1", c.topic_part());
+        FanoutSettings {
+            input: "notify.stage.limited.v1".into(),
+            apns_topic: topic(DeliveryChannel::Apns),
+            fcm_topic: topic(DeliveryChannel::Fcm),
+            sms_topic: topic(DeliveryChannel::Sms),
+            email_topic: topic(DeliveryChannel::Email),
+        }
+    }
+}
+
+pub type Settings = FanoutSettings;
+
+impl FanoutSettings {
+    pub fn topic(&self, channel: DeliveryChannel) -> &str {
+        match channel {
+            DeliveryChannel::Apns => &self.apns_topic,
+            DeliveryChannel::Fcm => &self.fcm_topic,
+            DeliveryChannel::Sms => &self.sms_topic,
+            DeliveryChannel::Email => &self.email_topic,
+        }
+    }
+}
+
+pub struct FanoutProcessor {
+    pub topics: FanoutSettings,
+    pub status_topic: String,
+}
+
+fn status(
+    request: &NotificationRequest,
+    channel: Option<DeliveryChannel>,
+    recipient: Option<&str>,
+    outcome: Outcome,
+    reason: &str,
+) -> DeliveryStatus {
+    DeliveryStatus {
+        event_id: request.event_id.clone(),
+        user_id: request.user_id.clone(),
+        channel: channel.map(|c| c.as_str().to_string()),
+        recipient: recipient.map(mask),
+        outcome,
+        reason: Some(reason.to_string()),
+        attempt: 0,
+        stage: NAME.into(),
+        at: now_ms(),
+    }
+}
+
+impl FanoutProcessor {
+    /// The messages of one routed notification, one per distinct (channel, contact point)
+    /// whose requested channel was rendered.
+    pub fn messages(&self, routed: &RoutedNotification) -> Vec<ChannelMessage> {
+        let request = &routed.request;
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for target in &routed.targets {
+            let Some(rendered) = routed
+                .rendered
+                .iter()
+                .find(|r| r.channel == target.channel.requested_as())
+            else {
+                continue;
+            };
+            if target.address.trim().is_empty()
+                || !seen.insert((target.channel, target.address.as_str()))
+            {
+                continue;
+            }
+            out.push(ChannelMessage {
+                event_id: request.event_id.clone(),
+                user_id: request.user_id.clone(),
+                category: request.category.clone(),
+                priority: request.priority,
+                channel: target.channel,
+                recipient: target.address.clone(),
+                title: rendered.title.clone(),
+                body: rendered.body.clone(),
+                html_body: rendered.html_body.clone(),
+                data: request.data.clone(),
+                created_at: request.created_at,
+                expires_at: request.expires_at,
+            });
+        }
+        out
+    }
+}
+
+impl Processor for FanoutProcessor {
+    type Input = RoutedNotification;
+
+    async fn process(
+        &self,
+        routed: RoutedNotification,
+        _meta: &RecordMeta,
+    ) -> Result<Vec<Output>, ProcessError> {
+        let request = &routed.request;
+        if request.is_expired(now_ms()) {
+            let s = status(
+                request,
+                None,
+                None,
+                Outcome::Expired,
+                "expired before fan-out",
+            );
+            return Ok(vec![Output::status(&self.status_topic, s)]);
+        }
+        let messages = self.messages(&routed);
+        if messages.is_empty() {
+            let s = status(
+                request,
+                None,
+                None,
+                Outcome::Filtered,
+                "no contact point with rendered content",
+            );
+            return Ok(vec![Output::status(&self.status_topic, s)]);
+        }
+        let mut outputs = Vec::with_capacity(messages.len() * 2);
+        for m in messages {
+            // The status names the delivery channel and the masked contact point: the first
+            // point where the outcome of one message can be followed.
+            let s = status(
+                request,
+                Some(m.channel),
+                Some(&m.recipient),
+                Outcome::Accepted,
+                "queued for delivery",
+            );
+            outputs.push(Output::status(&self.status_topic, s));
+            let topic = self.topics.topic(m.channel).to_string();
+            let key = m.recipient.clone();
+            outputs.push(Output::record(topic, key, m));
+        }
+        Ok(outputs)
+    }
+}
+
+/// Runs the stage with `[processors.fanout]` of `config` until `shutdown`.
+pub async fn run(
+    config: notify_runtime::Config,
+    shutdown: notify_runtime::CancellationToken,
+) -> Result<(), RuntimeError> {
+    let settings: Settings = config.processor(NAME)?;
+    let spec = notify_runtime::RunSpec {
+        name: NAME.into(),
+        input_topics: vec![settings.input.clone()],
+    };
+    let processor = FanoutProcessor {
+        topics: settings,
+        status_topic: config.runtime.status_topic.clone(),
+    };
+    notify_runtime::run(processor, spec, config, shutdown).await
+}
+
+#[cfg(test)]
+mod tests;

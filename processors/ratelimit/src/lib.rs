@@ -1,0 +1,94 @@
+//! Rate-limiting stage: per user and channel, and per user and category, sliding windows.
+//!
+//! Consumes `notify.stage.rendered.v1`, writes `notify.stage.limited.v1` without the channels
+//! over their limit (RATE_LIMITED status for each). State is the accepted sends per user and
+//! scope in the CQL database, so a restart or a rebalance never resets a window.
+
+mod cql_store;
+mod limiter;
+mod processor;
+mod rules;
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify_runtime::runner::RuntimeError;
+use serde::Deserialize;
+
+pub use cql_store::CqlStore;
+pub use limiter::{Limiter, Verdict, limiter_contract};
+pub use processor::RateLimitProcessor;
+pub use rules::{Rule, scopes_for, validate};
+pub use store::{MemoryStore, RateStore, Sent, StoreError, store_contract};
+
+pub const NAME: &str = "ratelimit";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    pub input: String,
+    pub output: String,
+    /// Bound on each CQL request; past it the record is retried (backpressure).
+    pub cql_timeout_ms: u64,
+    pub rules: Vec<Rule>,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            input: "notify.stage.rendered.v1".into(),
+            output: "notify.stage.limited.v1".into(),
+            cql_timeout_ms: 5_000,
+            rules: Vec::new(),
+        }
+    }
+}
+
+pub type Settings = RateLimitSettings;
+
+/// The processor over `store`, configured from `settings`.
+pub fn processor<S: RateStore>(
+    store: S,
+    settings: &Settings,
+    config: &notify_runtime::Config,
+) -> RateLimitProcessor<S> {
+    RateLimitProcessor {
+        limiter: Limiter {
+            store,
+            rules: settings.rules.clone(),
+        },
+        output: settings.output.clone(),
+        status_topic: config.runtime.status_topic.clone(),
+    }
+}
+
+/// Runs the stage with `[processors.ratelimit]` of `config` until `shutdown`.
+pub async fn run(
+    config: notify_runtime::Config,
+    shutdown: notify_runtime::CancellationToken,
+) -> Result<(), RuntimeError> {
+    let settings: Settings = config.processor(NAME)?;
+    if let Err(errors) = validate(&settings.rules) {
+        let errors = errors
+            .into_iter()
+            .map(|e| format!("processors.{NAME}.{e}"))
+            .collect();
+        return Err(notify_runtime::config::ConfigError::Invalid(errors).into());
+    }
+    let session = notify_runtime::cql::connect(&config.cql)
+        .await
+        .map_err(|e| RuntimeError::Setup(e.to_string()))?;
+    let store = CqlStore::new(
+        Arc::new(session),
+        &config.cql.keyspace,
+        Duration::from_millis(settings.cql_timeout_ms),
+    )
+    .await
+    .map_err(|e| RuntimeError::Setup(e.to_string()))?;
+    let spec = notify_runtime::RunSpec {
+        name: NAME.into(),
+        input_topics: vec![settings.input.clone()],
+    };
+    notify_runtime::run(processor(store, &settings, &config), spec, config, shutdown).await
+}

@@ -1,0 +1,89 @@
+//! Templating stage: renders each requested channel from the compacted templates topic.
+//!
+//! Consumes `notify.stage.deduped.v1`, writes `notify.stage.rendered.v1` with `rendered`
+//! filled. Templates live in a local table of `notify.templates.v1` (every partition, read
+//! from the beginning and tailed), so an updated template is used by the next request without
+//! a restart and no database is called per event.
+
+mod error;
+mod limits;
+mod processor;
+mod render;
+pub mod sms;
+mod source;
+
+use std::time::Duration;
+
+use notify_runtime::records::Template;
+use notify_runtime::runner::RuntimeError;
+use notify_runtime::table::Table;
+use serde::Deserialize;
+
+pub use error::RenderError;
+pub use limits::{Limits, push_payload_bytes};
+pub use processor::{RenderOutcome, TemplatesProcessor, status, wanted_channels};
+pub use render::{Renderer, Vars};
+pub use source::{MemoryTemplates, TemplateSource, find, locale_chain};
+
+pub const NAME: &str = "templates";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplatesSettings {
+    pub input: String,
+    pub output: String,
+    /// The compacted topic the templates are read from.
+    pub templates_topic: String,
+    /// The last locale tried after the request's locale and its language.
+    pub default_locale: String,
+    /// How long a record waits for the template table to catch up before it is retried.
+    pub sync_timeout_ms: u64,
+    pub limits: Limits,
+}
+
+impl Default for TemplatesSettings {
+    fn default() -> Self {
+        TemplatesSettings {
+            input: "notify.stage.deduped.v1".into(),
+            output: "notify.stage.rendered.v1".into(),
+            templates_topic: "notify.templates.v1".into(),
+            default_locale: "en".into(),
+            sync_timeout_ms: 10_000,
+            limits: Limits::default(),
+        }
+    }
+}
+
+pub type Settings = TemplatesSettings;
+
+/// The processor over a template source, configured from `settings`.
+pub fn processor<S: TemplateSource>(
+    source: S,
+    settings: &Settings,
+    config: &notify_runtime::Config,
+) -> TemplatesProcessor<S> {
+    TemplatesProcessor {
+        source,
+        renderer: Renderer::new(),
+        limits: settings.limits.clone(),
+        default_locale: settings.default_locale.clone(),
+        output: settings.output.clone(),
+        status_topic: config.runtime.status_topic.clone(),
+        sync_timeout: Duration::from_millis(settings.sync_timeout_ms),
+    }
+}
+
+/// Runs the stage with `[processors.templates]` of `config` until `shutdown`.
+pub async fn run(
+    config: notify_runtime::Config,
+    shutdown: notify_runtime::CancellationToken,
+) -> Result<(), RuntimeError> {
+    let settings: Settings = config.processor(NAME)?;
+    let table: Table<Template> = Table::new(&config, &settings.templates_topic).await?;
+    table.assign_all();
+    let spec = notify_runtime::RunSpec {
+        name: NAME.into(),
+        input_topics: vec![settings.input.clone()],
+    };
+    notify_runtime::run(processor(table, &settings, &config), spec, config, shutdown).await
+}

@@ -1,0 +1,190 @@
+//! The templating stage: one `Rendered` per requested channel that has a contact point.
+//!
+//! A channel that cannot be rendered (missing template, locale or variable, over a limit) is
+//! RENDER_FAILED with the reason and the record is dead-lettered with class `render`, so an
+//! operator can fix the template and redrive it. The channels that did render still go on:
+//! a missing SMS translation must not hold back a security push.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use notify_runtime::dlq::ErrorClass;
+use notify_runtime::records::{
+    Channel, DeliveryStatus, NotificationRequest, Outcome, RoutedNotification,
+};
+use notify_runtime::{Output, ProcessError, Processor, RecordMeta, now_ms};
+
+use crate::NAME;
+use crate::error::RenderError;
+use crate::limits::Limits;
+use crate::render::{Renderer, Vars};
+use crate::source::{TemplateSource, find};
+
+pub struct TemplatesProcessor<S> {
+    pub source: S,
+    pub renderer: Renderer,
+    pub limits: Limits,
+    pub default_locale: String,
+    pub output: String,
+    pub status_topic: String,
+    /// How long a record waits for the template table to catch up before it is retried.
+    pub sync_timeout: Duration,
+}
+
+/// The channels to render: those asked for (all when none are) that have a target.
+pub fn wanted_channels(routed: &RoutedNotification) -> Vec<Channel> {
+    let reachable: BTreeSet<Channel> = routed
+        .targets
+        .iter()
+        .map(|t| t.channel.requested_as())
+        .collect();
+    let asked: BTreeSet<Channel> = if routed.request.channels.is_empty() {
+        Channel::ALL.into_iter().collect()
+    } else {
+        routed.request.channels.iter().copied().collect()
+    };
+    asked.intersection(&reachable).copied().collect()
+}
+
+pub fn status(
+    request: &NotificationRequest,
+    channel: Option<Channel>,
+    outcome: Outcome,
+    reason: Option<String>,
+) -> DeliveryStatus {
+    DeliveryStatus {
+        event_id: request.event_id.clone(),
+        user_id: request.user_id.clone(),
+        channel: channel.map(|c| c.as_str().to_string()),
+        recipient: None,
+        outcome,
+        reason,
+        attempt: 0,
+        stage: NAME.into(),
+        at: now_ms(),
+    }
+}
+
+impl<S: TemplateSource> TemplatesProcessor<S> {
+    fn render_channel(
+        &self,
+        routed: &RoutedNotification,
+        channel: Channel,
+    ) -> Result<notify_runtime::records::Rendered, RenderError> {
+        let request = &routed.request;
+        let template = find(
+            &self.source,
+            &request.template_id,
+            channel,
+            &routed.locale,
+            &self.default_locale,
+        )?;
+        let vars = Vars {
+            data: &request.data,
+            user: &routed.user,
+        };
+        let rendered = self.renderer.render(&template, &vars)?;
+        self.limits
+            .enforce(rendered, template.truncate, &request.data)
+    }
+
+    /// Renders every wanted channel; the pure part of `process`.
+    pub fn render_all(&self, routed: &RoutedNotification) -> RenderOutcome {
+        let mut out = RenderOutcome::default();
+        for channel in wanted_channels(routed) {
+            match self.render_channel(routed, channel) {
+                Ok(r) => out.rendered.push(r),
+                Err(e) => out.failed.push((channel, e)),
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct RenderOutcome {
+    pub rendered: Vec<notify_runtime::records::Rendered>,
+    pub failed: Vec<(Channel, RenderError)>,
+}
+
+impl<S: TemplateSource> Processor for TemplatesProcessor<S> {
+    type Input = RoutedNotification;
+
+    async fn process(
+        &self,
+        mut routed: RoutedNotification,
+        meta: &RecordMeta,
+    ) -> Result<Vec<Output>, ProcessError> {
+        let request = &routed.request;
+        if request.is_expired(now_ms()) {
+            let s = status(
+                request,
+                None,
+                Outcome::Expired,
+                Some("expired before rendering".into()),
+            );
+            return Ok(vec![Output::status(&self.status_topic, s)]);
+        }
+        // The record was written before now, so waiting for the table to include everything
+        // written before now makes a template update visible to every later request.
+        if !self
+            .source
+            .caught_up(Instant::now(), self.sync_timeout)
+            .await
+        {
+            return Err(ProcessError::transient("template table is not caught up"));
+        }
+        let outcome = self.render_all(&routed);
+        let mut outputs = Vec::new();
+        if outcome.rendered.is_empty() && outcome.failed.is_empty() {
+            let s = status(
+                request,
+                None,
+                Outcome::Filtered,
+                Some("no contact point for the requested channels".into()),
+            );
+            return Ok(vec![Output::status(&self.status_topic, s)]);
+        }
+        for (channel, e) in &outcome.failed {
+            let s = status(
+                request,
+                Some(*channel),
+                Outcome::RenderFailed,
+                Some(e.to_string()),
+            );
+            outputs.push(Output::status(&self.status_topic, s));
+        }
+        let reason = outcome
+            .failed
+            .iter()
+            .map(|(c, e)| format!("{}: {e}", c.as_str()))
+            .collect::<Vec<_>>()
+            .join("; ");
+        if !outcome.rendered.is_empty() {
+            // Only the targets of rendered channels go on.
+            let ok: BTreeSet<Channel> = outcome.rendered.iter().map(|r| r.channel).collect();
+            routed
+                .targets
+                .retain(|t| ok.contains(&t.channel.requested_as()));
+            routed.rendered = outcome.rendered;
+            let key = meta
+                .key
+                .clone()
+                .unwrap_or_else(|| routed.request.user_id.clone());
+            outputs.push(Output::record(&self.output, key, routed));
+        }
+        if outcome.failed.is_empty() {
+            Ok(outputs)
+        } else {
+            Err(ProcessError::Reject {
+                class: ErrorClass::Render,
+                reason,
+                outputs,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "processor_tests.rs"]
+mod tests;
