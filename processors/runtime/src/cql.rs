@@ -21,6 +21,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_dedup.cql",
         include_str!("../../../schemas/cql/0002_dedup.cql"),
     ),
+    (
+        "0003_ratelimit.cql",
+        include_str!("../../../schemas/cql/0003_ratelimit.cql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
