@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use notify_cli::{produce, run, schemas, topics};
+use notify_cli::{dlq, produce, run, schemas, topics};
 use notify_runtime::Config;
 
 #[derive(Parser)]
@@ -42,6 +42,11 @@ enum Command {
     Db {
         #[command(subcommand)]
         command: DbCommand,
+    },
+    /// Dead letters: inspect them, redrive chosen ones to their source topic.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
     },
     /// Produce JSON lines (one record a line) as Avro to a topic.
     Produce {
@@ -185,6 +190,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Dlq { command } => dlq::execute(&config, command).await,
         Command::Produce { kind, file, topic } => {
             let topic = topic.unwrap_or_else(|| kind.default_topic().to_string());
             let input: Box<dyn std::io::BufRead> = match file.as_deref() {

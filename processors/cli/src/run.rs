@@ -27,4 +27,4 @@ macro_rules! processors {
     };
 }
 
-processors!(notify_passthrough, notify_preferences, notify_dedup);
+processors!(notify_passthrough, notify_preferences, notify_dedup, notify_retry);
