@@ -4,4 +4,5 @@ pub mod dlq;
 pub mod produce;
 pub mod run;
 pub mod schemas;
+pub mod templates;
 pub mod topics;

@@ -48,6 +48,11 @@ enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// Template administration.
+    Templates {
+        #[command(subcommand)]
+        command: TemplatesCommand,
+    },
     /// Produce JSON lines (one record a line) as Avro to a topic.
     Produce {
         /// What the lines are.
@@ -58,6 +63,17 @@ enum Command {
         /// Topic (default: the contract topic of the kind).
         #[arg(long)]
         topic: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TemplatesCommand {
+    /// Produce every <dir>/<template_id>/<CHANNEL>.<locale>.toml as a Template record.
+    Push {
+        dir: PathBuf,
+        /// Topic (default: the contract's templates topic).
+        #[arg(long, default_value = "notify.templates.v1")]
+        topic: String,
     },
 }
 
@@ -191,6 +207,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq { command } => dlq::execute(&config, command).await,
+        Command::Templates {
+            command: TemplatesCommand::Push { dir, topic },
+        } => {
+            let templates = notify_cli::templates::load_dir(&dir)?;
+            let n = notify_cli::templates::push(&config, &topic, &templates).await?;
+            println!("pushed {n} templates to {topic}");
+            Ok(())
+        }
         Command::Produce { kind, file, topic } => {
             let topic = topic.unwrap_or_else(|| kind.default_topic().to_string());
             let input: Box<dyn std::io::BufRead> = match file.as_deref() {

@@ -27,4 +27,12 @@ macro_rules! processors {
     };
 }
 
-processors!(notify_passthrough, notify_preferences, notify_dedup, notify_retry);
+processors!(
+    notify_passthrough,
+    notify_preferences,
+    notify_dedup,
+    notify_retry,
+    notify_templates,
+    notify_ratelimit,
+    notify_fanout
+);
