@@ -4,3 +4,4 @@
 mod foundation;
 mod table;
 mod tools;
+mod stages_filter;

@@ -1,0 +1,384 @@
+//! Preference filter and dedup against the real stack: the table of filter cases with exact
+//! status outcomes, concurrent copies of one id, and the CQL ledger's conformance.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use chrono::{Timelike, Utc};
+use notify_dedup::ledger::conformance;
+use notify_runtime::Config;
+use notify_runtime::dlq::retry;
+use notify_runtime::records::{
+    Channel, DeliveryChannel, DeliveryStatus, Device, NotificationRequest, Outcome, Platform,
+    Priority, QuietHours, RoutedNotification, UserProfile,
+};
+use notify_tests::{RunningProcessor, TestEnv, eventually};
+
+pub struct Stages {
+    pub requests: String,
+    pub users: String,
+    pub routed: String,
+    pub deduped: String,
+    pub deferred: String,
+    pub status: String,
+    pub config: Config,
+}
+
+/// Topics, keyspace and configuration of both stages for one test.
+pub async fn stages(env: &TestEnv) -> Stages {
+    let names = env
+        .create_topics(&[
+            ("requests", 4),
+            ("users", 4),
+            ("feedback", 1),
+            ("routed", 4),
+            ("deduped", 4),
+            ("deferred", 1),
+            ("status", 1),
+            ("dlq", 1),
+        ])
+        .await;
+    env.keyspace().await;
+    let mut config = env.config.clone();
+    config.runtime.status_topic = names[6].clone();
+    config.runtime.dlq_topic = names[7].clone();
+    let table = |pairs: &[(&str, &str)]| {
+        toml::Value::Table(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), toml::Value::String(v.to_string())))
+                .collect(),
+        )
+    };
+    config.processors.insert(
+        "preferences".into(),
+        table(&[
+            ("requests_topic", &names[0]),
+            ("users_topic", &names[1]),
+            ("token_feedback_topic", &names[2]),
+            ("output", &names[3]),
+            ("deferred_topic", &names[5]),
+        ]),
+    );
+    config.processors.insert(
+        "dedup".into(),
+        table(&[("input", &names[3]), ("output", &names[4])]),
+    );
+    Stages {
+        requests: names[0].clone(),
+        users: names[1].clone(),
+        routed: names[3].clone(),
+        deduped: names[4].clone(),
+        deferred: names[5].clone(),
+        status: names[6].clone(),
+        config,
+    }
+}
+
+pub async fn start_preferences(env: &TestEnv, s: &Stages) -> RunningProcessor {
+    let stage = notify_preferences::build(&s.config)
+        .await
+        .expect("preferences builds");
+    env.start_with(stage, "preferences", &[&s.requests], s.config.clone())
+        .await
+}
+
+pub async fn start_dedup(env: &TestEnv, s: &Stages) -> RunningProcessor {
+    let token = notify_runtime::CancellationToken::new();
+    let stage = notify_dedup::build(&s.config, &token)
+        .await
+        .expect("dedup builds");
+    env.start_with(stage, "dedup", &[&s.routed], s.config.clone())
+        .await
+}
+
+pub fn request(event_id: &str, user_id: &str) -> NotificationRequest {
+    NotificationRequest {
+        event_id: event_id.into(),
+        user_id: user_id.into(),
+        category: "billing".into(),
+        template_id: "invoice_due".into(),
+        data: BTreeMap::new(),
+        channels: vec![],
+        priority: Priority::Normal,
+        created_at: notify_runtime::now_ms(),
+        expires_at: None,
+        source: "test".into(),
+        email: None,
+        phone: None,
+    }
+}
+
+fn profile(user_id: &str) -> UserProfile {
+    UserProfile {
+        user_id: user_id.into(),
+        email: Some(format!("{user_id}@example.com")),
+        phone: Some("+4915100000000".into()),
+        devices: vec![Device {
+            token: format!("tok-{user_id}"),
+            platform: Platform::Android,
+            enabled: true,
+        }],
+        locale: "en".into(),
+        timezone: "UTC".into(),
+        opt_out_channels: vec![],
+        opt_out_categories: vec![],
+        quiet_hours: None,
+    }
+}
+
+/// A fixed-offset IANA zone (not UTC) where it is now 23:xx, so 22:00–07:00 holds now and
+/// crosses midnight; and the end of that window in epoch millis.
+fn zone_at_late_evening() -> (String, i64) {
+    let now = Utc::now();
+    let mut offset = (23 - now.hour() as i32).rem_euclid(24);
+    if offset > 14 {
+        offset -= 24;
+    }
+    if offset == 0 {
+        // Avoid UTC itself: 23:xx UTC is 22:xx at UTC-1, still inside the window.
+        offset = -1;
+    }
+    // Etc/GMT-N is UTC+N (POSIX sign).
+    let name = if offset >= 0 {
+        format!("Etc/GMT-{offset}")
+    } else {
+        format!("Etc/GMT+{}", -offset)
+    };
+    let tz: chrono_tz::Tz = name.parse().expect("zone exists");
+    let local = now.with_timezone(&tz).naive_local();
+    let mut date = local.date();
+    if local.time().hour() >= 7 {
+        date = date.succ_opt().expect("date");
+    }
+    let end = date.and_hms_opt(7, 0, 0).expect("time");
+    let end = chrono::TimeZone::from_local_datetime(&tz, &end)
+        .single()
+        .expect("fixed offset");
+    (name, end.timestamp_millis())
+}
+
+type Seen = Vec<(Outcome, String, Option<String>)>;
+
+async fn statuses(env: &TestEnv, topic: &str, n: usize) -> HashMap<String, Seen> {
+    let got = env
+        .reader(topic)
+        .records::<DeliveryStatus>(&env.codec, n, Duration::from_secs(60))
+        .await;
+    let mut by_id: HashMap<String, Seen> = HashMap::new();
+    for r in got {
+        let s = r.value;
+        by_id
+            .entry(s.event_id)
+            .or_default()
+            .push((s.outcome, s.stage, s.reason));
+    }
+    by_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn filter_cases_have_exactly_the_expected_statuses() {
+    let env = TestEnv::new("stages_filter").await;
+    let s = stages(&env).await;
+    let (zone, window_end) = zone_at_late_evening();
+    let mut profiles = Vec::new();
+    let mut p = profile("u-optch");
+    p.opt_out_channels = vec![Channel::Sms];
+    profiles.push(p);
+    let mut p = profile("u-optcat");
+    p.opt_out_categories = vec!["marketing".into()];
+    profiles.push(p);
+    let mut p = profile("u-quiet");
+    p.timezone = zone.clone();
+    p.quiet_hours = Some(QuietHours {
+        start: "22:00".into(),
+        end: "07:00".into(),
+    });
+    profiles.push(p);
+    let mut p = profile("u-dev");
+    p.devices = vec![Device {
+        token: "ios-off".into(),
+        platform: Platform::Ios,
+        enabled: false,
+    }];
+    profiles.push(p);
+    let mut p = profile("u-upd");
+    p.opt_out_channels = vec![Channel::Email];
+    profiles.push(p);
+    for p in &profiles {
+        env.produce(&s.users, &p.user_id, p).await;
+    }
+    let prefs = start_preferences(&env, &s).await;
+    let dedup = start_dedup(&env, &s).await;
+
+    // The update right before the request must be what the request sees.
+    env.produce(&s.users, "u-upd", &profile("u-upd")).await;
+    let mut cases: Vec<(NotificationRequest, Seen)> = Vec::new();
+    let filtered = |reason: &str| {
+        vec![(
+            Outcome::Filtered,
+            "preferences".to_string(),
+            Some(reason.to_string()),
+        )]
+    };
+    let accepted = vec![(Outcome::Accepted, "dedup".to_string(), None)];
+    let mut r = request("c-optch", "u-optch");
+    r.channels = vec![Channel::Sms];
+    cases.push((r, filtered("opt_out_channel")));
+    let mut r = request("c-optcat", "u-optcat");
+    r.category = "marketing".into();
+    cases.push((r, filtered("opt_out_category")));
+    cases.push((
+        request("c-quiet", "u-quiet"),
+        vec![(
+            Outcome::Deferred,
+            "preferences".into(),
+            Some("quiet_hours".into()),
+        )],
+    ));
+    let mut r = request("c-critical", "u-quiet");
+    r.priority = Priority::Critical;
+    cases.push((r, accepted.clone()));
+    cases.push((request("c-unknown", "u-nobody"), filtered("unknown_user")));
+    let mut r = request("c-expired", "u-optch");
+    r.expires_at = Some(notify_runtime::now_ms() - 1_000);
+    cases.push((
+        r,
+        vec![(Outcome::Expired, "preferences".into(), Some("expired".into()))],
+    ));
+    let mut r = request("c-device", "u-dev");
+    r.channels = vec![Channel::Push];
+    cases.push((r, filtered("no_enabled_device")));
+    let mut r = request("c-updated", "u-upd");
+    r.channels = vec![Channel::Email];
+    cases.push((r, accepted.clone()));
+    let mut r = request("c-direct", "u-nobody");
+    r.email = Some("direct@example.com".into());
+    cases.push((r, accepted.clone()));
+    for (r, _) in &cases {
+        env.produce(&s.requests, &r.user_id, r).await;
+    }
+    // A deferred request coming back after its window passes.
+    let back = request("c-back", "u-quiet");
+    let bytes = env.codec.encode(&s.requests, &back).await.expect("encode");
+    let past = (notify_runtime::now_ms() - 1).to_string();
+    env.produce_bytes(
+        &s.requests,
+        Some("u-quiet"),
+        Some(&bytes),
+        None,
+        &[(retry::NOT_BEFORE, &past), (retry::ORIGIN_TOPIC, &s.requests)],
+    )
+    .await;
+    cases.push((back, accepted.clone()));
+
+    let expected: HashMap<String, Seen> = cases
+        .iter()
+        .map(|(r, want)| (r.event_id.clone(), want.clone()))
+        .collect();
+    let got = statuses(&env, &s.status, expected.len()).await;
+    // Anything late would show up within this quiet period.
+    let extra = env
+        .reader(&s.status)
+        .raw_until_quiet(Duration::from_secs(3), Duration::from_secs(10));
+    assert_eq!(extra.len(), expected.len(), "no status beyond one per case");
+    for (id, want) in &expected {
+        assert_eq!(got.get(id), Some(want), "statuses of {id}");
+    }
+
+    // The deferred copy: the original request with the end of the window.
+    let held = env
+        .reader(&s.deferred)
+        .records::<NotificationRequest>(&env.codec, 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].value.event_id, "c-quiet");
+    assert_eq!(held[0].headers[retry::NOT_BEFORE], window_end.to_string());
+    assert_eq!(held[0].headers[retry::ORIGIN_TOPIC], s.requests);
+
+    // What went downstream, with the contact points chosen.
+    let out = env
+        .reader(&s.deduped)
+        .records::<RoutedNotification>(&env.codec, 4, Duration::from_secs(30))
+        .await;
+    let by_id: HashMap<String, &RoutedNotification> = out
+        .iter()
+        .map(|r| (r.value.request.event_id.clone(), &r.value))
+        .collect();
+    assert_eq!(out.len(), 4, "{:?}", by_id.keys());
+    let targets = |id: &str| -> Vec<(DeliveryChannel, String)> {
+        by_id[id]
+            .targets
+            .iter()
+            .map(|t| (t.channel, t.address.clone()))
+            .collect()
+    };
+    assert_eq!(
+        targets("c-updated"),
+        vec![(DeliveryChannel::Email, "u-upd@example.com".into())]
+    );
+    assert_eq!(
+        targets("c-direct"),
+        vec![(DeliveryChannel::Email, "direct@example.com".into())]
+    );
+    assert_eq!(by_id["c-critical"].timezone, zone);
+    dedup.stop().await.expect("dedup stops");
+    prefs.stop().await.expect("preferences stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_concurrent_copies_of_one_id_pass_once() {
+    let env = TestEnv::new("stages_dedup10").await;
+    let s = stages(&env).await;
+    let dedup = start_dedup(&env, &s).await;
+    let mut routed = RoutedNotification {
+        request: request("same-id", "u-0"),
+        locale: "en".into(),
+        timezone: "UTC".into(),
+        user: BTreeMap::new(),
+        targets: vec![],
+        rendered: vec![],
+    };
+    let mut sends = Vec::new();
+    for i in 0..10 {
+        routed.request.user_id = format!("u-{i}");
+        let bytes = env.codec.encode(&s.routed, &routed).await.expect("encode");
+        sends.push((format!("u-{i}"), i % 4, bytes));
+    }
+    futures::future::join_all(sends.iter().map(|(key, p, bytes)| {
+        env.produce_bytes(&s.routed, Some(key), Some(bytes), Some(*p), &[])
+    }))
+    .await;
+    let got = statuses(&env, &s.status, 10).await;
+    let outcomes: Vec<Outcome> = got["same-id"].iter().map(|(o, _, _)| *o).collect();
+    assert_eq!(outcomes.len(), 10);
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == Outcome::Accepted).count(),
+        1
+    );
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == Outcome::Duplicate).count(),
+        9
+    );
+    let out = env
+        .reader(&s.deduped)
+        .raw_until_quiet(Duration::from_secs(3), Duration::from_secs(30));
+    assert_eq!(out.len(), 1, "exactly one copy downstream");
+    dedup.stop().await.expect("dedup stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cql_ledger_conforms() {
+    let env = TestEnv::new("stages_ledger").await;
+    let session = std::sync::Arc::new(env.keyspace().await);
+    let ledger = notify_dedup::CqlLedger::new(
+        session,
+        &env.config.cql.keyspace,
+        Duration::from_secs(3600),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("ledger prepares");
+    conformance(&ledger, "cql-").await.expect("conforms");
+    let _ = eventually(Duration::from_secs(1), async || Some(())).await;
+}
