@@ -244,7 +244,11 @@ async fn filter_cases_have_exactly_the_expected_statuses() {
     r.expires_at = Some(notify_runtime::now_ms() - 1_000);
     cases.push((
         r,
-        vec![(Outcome::Expired, "preferences".into(), Some("expired".into()))],
+        vec![(
+            Outcome::Expired,
+            "preferences".into(),
+            Some("expired".into()),
+        )],
     ));
     let mut r = request("c-device", "u-dev");
     r.channels = vec![Channel::Push];
@@ -267,7 +271,10 @@ async fn filter_cases_have_exactly_the_expected_statuses() {
         Some("u-quiet"),
         Some(&bytes),
         None,
-        &[(retry::NOT_BEFORE, &past), (retry::ORIGIN_TOPIC, &s.requests)],
+        &[
+            (retry::NOT_BEFORE, &past),
+            (retry::ORIGIN_TOPIC, &s.requests),
+        ],
     )
     .await;
     cases.push((back, accepted.clone()));
@@ -357,7 +364,10 @@ async fn ten_concurrent_copies_of_one_id_pass_once() {
         1
     );
     assert_eq!(
-        outcomes.iter().filter(|o| **o == Outcome::Duplicate).count(),
+        outcomes
+            .iter()
+            .filter(|o| **o == Outcome::Duplicate)
+            .count(),
         9
     );
     let out = env
