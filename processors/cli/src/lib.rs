@@ -3,6 +3,7 @@
 pub mod dlq;
 pub mod produce;
 pub mod run;
+pub mod sandbox;
 pub mod schemas;
 pub mod templates;
 pub mod topics;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use notify_cli::{dlq, produce, run, schemas, topics};
+use notify_cli::{dlq, produce, run, sandbox, schemas, topics};
 use notify_runtime::Config;
 
 #[derive(Parser)]
@@ -63,6 +63,14 @@ enum Command {
         /// Topic (default: the contract topic of the kind).
         #[arg(long)]
         topic: Option<String>,
+    },
+    /// Serve the provider sandbox (APNs, FCM, Twilio, SendGrid stand-ins) until Ctrl-C.
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:18443")]
+        listen: std::net::SocketAddr,
+        /// Where credentials are loaded from (or generated into) and the key files written.
+        #[arg(long, default_value = ".run/creds")]
+        creds_dir: PathBuf,
     },
 }
 
@@ -205,6 +213,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 report.already_applied.len()
             );
             Ok(())
+        }
+        Command::Sandbox { listen, creds_dir } => {
+            sandbox::serve(listen, &creds_dir, notify_runtime::shutdown::on_signals()).await
         }
         Command::Dlq { command } => dlq::execute(&config, command).await,
         Command::Templates {

@@ -27,10 +27,19 @@ macro_rules! processors {
     };
 }
 
+// Delivery has four processors in one crate; aliases make each a plain identifier here.
+use notify_delivery::{
+    apns as deliver_apns, email as deliver_email, fcm as deliver_fcm, sms as deliver_sms,
+};
+
 processors!(
     notify_passthrough,
     notify_preferences,
     notify_dedup,
+    deliver_apns,
+    deliver_fcm,
+    deliver_sms,
+    deliver_email,
     notify_retry,
     notify_templates,
     notify_ratelimit,

@@ -25,6 +25,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_ratelimit.cql",
         include_str!("../../../schemas/cql/0003_ratelimit.cql"),
     ),
+    (
+        "0004_delivery.cql",
+        include_str!("../../../schemas/cql/0004_delivery.cql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

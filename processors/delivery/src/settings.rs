@@ -1,0 +1,195 @@
+//! Each delivery processor's `[processors.deliver-<channel>]` table: what every channel has
+//! (topics, rate, lease) and, under `.provider`, how to reach its provider.
+//!
+//! ```toml
+//! [processors.deliver-apns]
+//! rate_per_sec = 500.0
+//! [processors.deliver-apns.provider]
+//! base_url = "https://api.push.apple.com"
+//! key_file = "/secrets/AuthKey_ABC123.p8"
+//! key_id = "ABC123"
+//! team_id = "TEAM123"
+//! topic = "com.example.app"
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// Settings shared by the four delivery processors; `P` is the provider's own table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    default,
+    bound(deserialize = "P: ChannelProvider + Deserialize<'de>")
+)]
+pub struct DeliverySettings<P> {
+    /// The channel topic consumed (ChannelMessage, key = recipient).
+    pub input: String,
+    /// First step of the retry ladder, for retryable outcomes.
+    pub retry_topic: String,
+    /// Where invalid device tokens are reported (TokenFeedback, key = user id).
+    pub token_feedback_topic: String,
+    /// Provider calls per second across this processor's lanes; 0 = unlimited.
+    pub rate_per_sec: f64,
+    /// Calls allowed at once after an idle spell.
+    pub burst: u32,
+    /// How long a claimed ledger row is left alone before a consumer that finds it in
+    /// `sending` (its claimer crashed mid-call) sends again. Longer than the provider timeout.
+    pub lease_ms: u64,
+    pub provider: P,
+}
+
+/// A provider table, and the channel topic its processor reads by default.
+pub trait ChannelProvider: Default {
+    const INPUT: &'static str;
+}
+
+impl ChannelProvider for ApnsSettings {
+    const INPUT: &'static str = "notify.channel.apns.v1";
+}
+impl ChannelProvider for FcmSettings {
+    const INPUT: &'static str = "notify.channel.fcm.v1";
+}
+impl ChannelProvider for SmsSettings {
+    const INPUT: &'static str = "notify.channel.sms.v1";
+}
+impl ChannelProvider for EmailSettings {
+    const INPUT: &'static str = "notify.channel.email.v1";
+}
+
+impl<P: ChannelProvider> Default for DeliverySettings<P> {
+    fn default() -> Self {
+        Self {
+            input: P::INPUT.into(),
+            retry_topic: "notify.retry.10s.v1".into(),
+            token_feedback_topic: "notify.token-feedback.v1".into(),
+            rate_per_sec: 0.0,
+            burst: 50,
+            lease_ms: 30_000,
+            provider: P::default(),
+        }
+    }
+}
+
+/// APNs: token-based auth with a .p8 key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApnsSettings {
+    pub base_url: String,
+    /// `AuthKey_<KEYID>.p8` (PKCS#8 PEM).
+    pub key_file: String,
+    pub key_id: String,
+    pub team_id: String,
+    /// The app's bundle id (`apns-topic`).
+    pub topic: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for ApnsSettings {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.push.apple.com".into(),
+            key_file: String::new(),
+            key_id: String::new(),
+            team_id: String::new(),
+            topic: String::new(),
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// FCM HTTP v1: a Google service-account JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FcmSettings {
+    pub base_url: String,
+    pub service_account_file: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for FcmSettings {
+    fn default() -> Self {
+        Self {
+            base_url: "https://fcm.googleapis.com".into(),
+            service_account_file: String::new(),
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Twilio: account SID, auth token (from a file) and a sender number or messaging service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsSettings {
+    pub base_url: String,
+    pub account_sid: String,
+    pub auth_token_file: String,
+    /// Sender number (E.164); exactly one of `from` and `messaging_service_sid`.
+    pub from: Option<String>,
+    pub messaging_service_sid: Option<String>,
+    pub timeout_ms: u64,
+}
+
+impl Default for SmsSettings {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.twilio.com".into(),
+            account_sid: String::new(),
+            auth_token_file: String::new(),
+            from: None,
+            messaging_service_sid: None,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailProvider {
+    Smtp,
+    Sendgrid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    None,
+    Starttls,
+    Tls,
+}
+
+/// E-mail: SMTP (STARTTLS/TLS, AUTH) or SendGrid, chosen by `kind`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailSettings {
+    pub kind: EmailProvider,
+    /// Sender mailbox, `Name <address>` or `address`.
+    pub from: String,
+    pub timeout_ms: u64,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub smtp_security: Security,
+    pub smtp_username: Option<String>,
+    pub smtp_password_file: Option<String>,
+    /// Extra trusted root certificate (PEM file) for a relay with a private CA.
+    pub smtp_root_cert_file: Option<String>,
+    pub sendgrid_base_url: String,
+    pub sendgrid_api_key_file: String,
+}
+
+impl Default for EmailSettings {
+    fn default() -> Self {
+        Self {
+            kind: EmailProvider::Smtp,
+            from: "Notify <notify@localhost>".into(),
+            timeout_ms: 10_000,
+            smtp_host: "127.0.0.1".into(),
+            smtp_port: 25,
+            smtp_security: Security::Starttls,
+            smtp_username: None,
+            smtp_password_file: None,
+            smtp_root_cert_file: None,
+            sendgrid_base_url: "https://api.sendgrid.com".into(),
+            sendgrid_api_key_file: String::new(),
+        }
+    }
+}
