@@ -20,6 +20,9 @@ stack-status:
 build:
 	cargo build --release --bin notify
 
+bench: ## Benchmarks on the local stack: writes BENCHMARKS.md and bench/*.png (BENCH_ARGS="--records N").
+	dev/bench.sh $(BENCH_ARGS)
+
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings

@@ -20,3 +20,6 @@ cargo build --quiet --bin notify
 
 echo "[test] unit and integration tests" >&2
 cargo test --workspace --quiet -- --test-threads 4
+
+echo "[test] benchmark harness, quick mode (checks it runs and produces numbers, not speed)" >&2
+dev/bench.sh --quick

@@ -1,0 +1,221 @@
+//! `notify-bench`: the benchmark harness behind `make bench` (see BENCHMARKS.md, which it
+//! writes). Everything runs against the local stack, and the ceiling is measured in the same
+//! run so ratios compare like with like on a shared, noisy machine.
+
+mod ceiling;
+mod hop;
+mod kafka;
+mod plot;
+mod procfs;
+mod report;
+mod stage;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use notify_runtime::codec::AvroCodec;
+use notify_runtime::config::RegistryConfig;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "notify-bench",
+    about = "Benchmarks on the local stack; writes BENCHMARKS.md and PNG plots"
+)]
+pub struct Args {
+    /// Seconds, small counts: checks that the harness works and produces numbers (make test).
+    #[arg(long)]
+    quick: bool,
+    /// Records pre-filled for the ceiling, the hop and each stage.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    /// Seconds of open-loop load for each latency measurement.
+    #[arg(long, default_value_t = 15.0)]
+    latency_seconds: f64,
+    /// Where the report goes (plots go to `plots`, linked relative to it).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Directory for the PNG plots.
+    #[arg(long)]
+    plots: Option<PathBuf>,
+    /// The `notify` binary that runs each processor (default: target/release/notify).
+    #[arg(long)]
+    notify_bin: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "NOTIFY_KAFKA__BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:19092"
+    )]
+    bootstrap: String,
+    #[arg(
+        long,
+        env = "NOTIFY_REGISTRY__URL",
+        default_value = "http://127.0.0.1:18081/apis/ccompat/v7"
+    )]
+    registry: String,
+}
+
+/// What every measurement needs.
+pub struct Ctx {
+    pub kafka: kafka::Kafka,
+    pub codec: AvroCodec,
+    pub registry: String,
+    pub notify_bin: PathBuf,
+    pub run_id: String,
+}
+
+impl Ctx {
+    /// Generous: a stuck processor fails the run instead of hanging it.
+    pub fn drain_timeout(&self, records: u64) -> Duration {
+        Duration::from_secs(60 + records / 2_000)
+    }
+    pub fn topic(&self, base: &str) -> String {
+        format!("bench.{}.{base}", self.run_id)
+    }
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,notify_bench=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut args = Args::parse();
+    if args.quick {
+        args.records = args.records.min(5_000);
+        args.latency_seconds = args.latency_seconds.min(2.0);
+    }
+    if let Err(e) = run(args).await {
+        eprintln!("notify-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let root = repo_root();
+    let started = Instant::now();
+    let out = args.out.clone().unwrap_or_else(|| {
+        if args.quick {
+            root.join("target/bench-quick/BENCHMARKS.md")
+        } else {
+            root.join("BENCHMARKS.md")
+        }
+    });
+    let plots = args.plots.clone().unwrap_or_else(|| {
+        out.parent()
+            .map(|p| p.join("bench"))
+            .unwrap_or_else(|| PathBuf::from("bench"))
+    });
+    std::fs::create_dir_all(&plots).with_context(|| format!("creating {}", plots.display()))?;
+    let notify_bin = args.notify_bin.clone().unwrap_or_else(|| {
+        root.join(if args.quick {
+            "target/debug/notify"
+        } else {
+            "target/release/notify"
+        })
+    });
+    if !notify_bin.exists() {
+        bail!(
+            "{} is missing (cargo build --bin notify [--release])",
+            notify_bin.display()
+        );
+    }
+    let codec = AvroCodec::new(&RegistryConfig {
+        url: args.registry.clone(),
+        ..RegistryConfig::default()
+    })?;
+    let ctx = Ctx {
+        kafka: kafka::Kafka::connect(&args.bootstrap)?,
+        codec,
+        registry: args.registry.clone(),
+        notify_bin,
+        run_id: format!("{}", notify_runtime::now_ms()),
+    };
+    let mut rep = report::Report::new(&args, &root);
+    let topics = [
+        ctx.topic("ceiling"),
+        ctx.topic("requests"),
+        ctx.topic("dlq"),
+        ctx.topic("hop-raw"),
+        ctx.topic("hop-avro"),
+        ctx.topic("hop-txn"),
+    ];
+    ctx.kafka.create(&topics[..3], false).await?;
+    ctx.kafka.create(&topics[3..], true).await?;
+    let result = measure(&args, &ctx, &root, &mut rep).await;
+    ctx.kafka.delete(&topics).await;
+    result?;
+    rep.elapsed_s = started.elapsed().as_secs_f64();
+    let plot_files = plot::draw(&rep, &plots)?;
+    rep.write(&out, &plots, &plot_files)?;
+    rep.check_complete()?;
+    tracing::info!(report = %out.display(), seconds = rep.elapsed_s, "done");
+    println!(
+        "notify-bench: wrote {} and {} plots",
+        out.display(),
+        plot_files.len()
+    );
+    Ok(())
+}
+
+async fn measure(
+    args: &Args,
+    ctx: &Ctx,
+    root: &std::path::Path,
+    rep: &mut report::Report,
+) -> anyhow::Result<()> {
+    let n = args.records;
+    tracing::info!(
+        records = n,
+        "ceiling: ProducerPerformance, ConsumerPerformance"
+    );
+    rep.ceiling = Some(ceiling::measure(
+        root,
+        &ctx.kafka.bootstrap,
+        &ctx.topic("ceiling"),
+        n,
+    )?);
+
+    let mut workload = workload::Workload::new(42, (n / 10).max(100));
+    let requests = ctx.topic("requests");
+    tracing::info!(records = n, topic = %requests, "pre-filling");
+    rep.record_bytes = hop::prefill(&ctx.kafka, &ctx.codec, &mut workload, &requests, n).await?;
+
+    let dlq = ctx.topic("dlq");
+    for (label, mode, txn, out) in [
+        ("hop-raw", "raw", false, ctx.topic("hop-raw")),
+        ("hop-avro", "avro", false, ctx.topic("hop-avro")),
+        ("hop-raw-txn", "raw", true, ctx.topic("hop-txn")),
+    ] {
+        tracing::info!(label, "no-op hop");
+        let spec = hop::HopSpec {
+            label,
+            mode,
+            transactional: txn,
+            input: &requests,
+            prefilled: n,
+            output: &out,
+            dlq: &dlq,
+            latency_load: 0.5,
+            latency_seconds: args.latency_seconds,
+        };
+        // The input grows with each latency phase: later hops drain those records too.
+        let already = ctx.kafka.end_offsets(&requests)? as u64;
+        let spec = hop::HopSpec {
+            prefilled: already,
+            ..spec
+        };
+        let result = hop::run(ctx, &mut workload, &spec).await?;
+        rep.hops.push(result);
+    }
+    Ok(())
+}

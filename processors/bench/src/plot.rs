@@ -1,0 +1,175 @@
+//! PNG plots drawn by the harness: throughput over time and the latency distribution.
+//! Text uses the DejaVu font compiled into the binary, so no system font is looked up.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use plotters::prelude::*;
+
+use crate::report::Report;
+use crate::report::sections::quantile;
+use crate::stage;
+
+const SIZE: (u32, u32) = (1000, 560);
+const COLOURS: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+
+fn fonts() -> anyhow::Result<()> {
+    plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
+        .map_err(|_| anyhow!("embedded DejaVu font is unreadable"))
+}
+
+/// Draws every plot the report has data for; returns the files written.
+pub fn draw(r: &Report, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    fonts()?;
+    let mut files = Vec::new();
+    let series: Vec<(String, Vec<(f64, f64)>)> = r
+        .hops
+        .iter()
+        .map(|h| (h.label.clone(), smooth(&stage::timeline(&h.samples), 5)))
+        .collect();
+    let path = dir.join("throughput.png");
+    throughput(
+        &path,
+        "Output records/s over time (each processor from its start)",
+        &series,
+    )?;
+    files.push(path);
+    let lat: Vec<(String, Vec<f64>)> = r
+        .hops
+        .iter()
+        .filter(|h| !h.latencies_ms.is_empty())
+        .map(|h| {
+            (
+                format!("{} at {:.0}/s", h.label, h.latency_rate),
+                h.latencies_ms.clone(),
+            )
+        })
+        .collect();
+    let path = dir.join("latency.png");
+    latency_cdf(
+        &path,
+        "No-op hop latency (created_at to output append), CDF",
+        &lat,
+    )?;
+    files.push(path);
+    Ok(files)
+}
+
+/// Moving average over `k` points: 100 ms samples are too jumpy to read.
+fn smooth(points: &[(f64, f64)], k: usize) -> Vec<(f64, f64)> {
+    points
+        .windows(k.max(1))
+        .map(|w| {
+            (
+                w[w.len() - 1].0,
+                w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64,
+            )
+        })
+        .collect()
+}
+
+fn throughput(
+    path: &Path,
+    title: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> anyhow::Result<()> {
+    let x_max = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.0))
+        .fold(1.0, f64::max);
+    let y_max = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.1))
+        .fold(1.0, f64::max)
+        * 1.1;
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the processor started")
+        .y_desc("records/s")
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    for (i, (label, points)) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                colour.stroke_width(2),
+            ))
+            .map_err(|e| anyhow!("{e}"))?
+            .label(label.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// Cumulative distribution up to the 99.9th percentile of the slowest series.
+pub fn latency_cdf(path: &Path, title: &str, series: &[(String, Vec<f64>)]) -> anyhow::Result<()> {
+    let x_max = series
+        .iter()
+        .map(|s| quantile(&s.1, 0.999))
+        .filter(|v| v.is_finite())
+        .fold(1.0, f64::max)
+        * 1.05;
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..x_max, 0.0..100.0)
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("latency, ms")
+        .y_desc("% of records at or below")
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    for (i, (label, values)) in series.iter().enumerate() {
+        let mut v = values.clone();
+        v.sort_by(f64::total_cmp);
+        let n = v.len().max(1) as f64;
+        let step = (v.len() / 2_000).max(1);
+        let points: Vec<(f64, f64)> = v
+            .iter()
+            .enumerate()
+            .step_by(step)
+            .map(|(j, x)| (x.min(x_max), 100.0 * (j + 1) as f64 / n))
+            .collect();
+        let colour = COLOURS[i % COLOURS.len()];
+        chart
+            .draw_series(LineSeries::new(points, colour.stroke_width(2)))
+            .map_err(|e| anyhow!("{e}"))?
+            .label(label.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
