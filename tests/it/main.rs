@@ -6,3 +6,4 @@ mod foundation;
 mod table;
 mod tools;
 mod stages_filter;
+mod retry;
