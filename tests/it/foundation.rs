@@ -210,8 +210,23 @@ async fn partial_request_bytes(env: &TestEnv) -> Vec<u8> {
 /// SIGKILL in the middle of 10,000 records, then a restart: every id arrives downstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_mid_stream_loses_nothing() {
+    let (missing, duplicates) = sigkill_run("sigkill", false).await;
+    assert_eq!(missing, 0);
+    eprintln!("at-least-once: {duplicates} duplicates after SIGKILL");
+}
+
+/// The same with `kafka.transactional = true`: nothing lost and, read committed, nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_mid_stream_transactional_is_exactly_once() {
+    let (missing, duplicates) = sigkill_run("sigkill_txn", true).await;
+    assert_eq!(missing, 0);
+    assert_eq!(duplicates, 0, "exactly-once mode produced duplicates");
+}
+
+/// Returns (missing ids, duplicate records) downstream.
+async fn sigkill_run(name: &str, transactional: bool) -> (usize, usize) {
     const N: usize = 10_000;
-    let env = TestEnv::new("sigkill").await;
+    let env = TestEnv::new(name).await;
     let [input, output, dlq_topic] = env
         .create_topics(&[("in", 4), ("out", 4), ("dlq", 1)])
         .await
@@ -232,6 +247,8 @@ async fn sigkill_mid_stream_loses_nothing() {
             .env("NOTIFY_PROCESSORS__PASSTHROUGH__INPUT", &input)
             .env("NOTIFY_PROCESSORS__PASSTHROUGH__OUTPUT", &output)
             .env("NOTIFY_LOG", "warn")
+            .env("NOTIFY_KAFKA__TRANSACTIONAL", transactional.to_string())
+            .env("NOTIFY_KAFKA__INSTANCE_ID", &env.id)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("notify starts")
@@ -306,4 +323,5 @@ async fn sigkill_mid_stream_loses_nothing() {
         &missing[..missing.len().min(10)]
     );
     assert!(before_kill < N, "the kill must happen mid-stream");
+    (missing.len(), duplicates)
 }

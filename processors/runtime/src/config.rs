@@ -43,6 +43,11 @@ pub struct KafkaConfig {
     pub group_prefix: String,
     /// Kafka transactions for Kafka-to-Kafka stages (exactly-once); off means at-least-once.
     pub transactional: bool,
+    /// How often the open transaction is committed (exactly-once mode).
+    pub transaction_interval_ms: u64,
+    /// Stable per instance (pod name, host name): the transactional.id is
+    /// `<group>-<instance_id>`, so a restarted instance fences its predecessor at once.
+    pub instance_id: String,
     pub properties: BTreeMap<String, String>,
     pub consumer: BTreeMap<String, String>,
     pub producer: BTreeMap<String, String>,
@@ -100,6 +105,15 @@ impl Default for KafkaConfig {
             bootstrap_servers: "127.0.0.1:19092".into(),
             group_prefix: "notify".into(),
             transactional: false,
+            transaction_interval_ms: 100,
+            instance_id: std::env::var("HOSTNAME")
+                .ok()
+                .or_else(|| {
+                    std::fs::read_to_string("/etc/hostname")
+                        .ok()
+                        .map(|h| h.trim().to_string())
+                })
+                .unwrap_or_else(|| "local".into()),
             properties: BTreeMap::new(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),

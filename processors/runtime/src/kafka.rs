@@ -83,6 +83,11 @@ pub struct RunnerContext {
     /// Once shutting down, the run loop has drained already: revoke without waiting.
     pub shutdown: tokio_util::sync::CancellationToken,
     pub(crate) hooks: std::sync::Arc<dyn crate::processor::RebalanceHooks>,
+    /// Exactly-once mode: revoked partitions' offsets are committed in a transaction.
+    pub(crate) transactions: Option<(
+        std::sync::Arc<crate::txn::Transactions>,
+        rdkafka::producer::FutureProducer,
+    )>,
 }
 
 impl ClientContext for RunnerContext {
@@ -138,8 +143,19 @@ impl ConsumerContext for RunnerContext {
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            // Nothing stored yet is not an error worth reporting.
-            let _ = consumer.commit_consumer_state(CommitMode::Sync);
+            match &self.transactions {
+                Some((txn, producer)) => {
+                    if let Err(e) =
+                        txn.commit(producer, consumer.group_metadata(), Duration::from_secs(30))
+                    {
+                        tracing::error!(error = %e, "commit on revoke failed; the new owner redoes the records");
+                    }
+                }
+                // Nothing stored yet is not an error worth reporting.
+                None => {
+                    let _ = consumer.commit_consumer_state(CommitMode::Sync);
+                }
+            }
             if let Ok(mut t) = self.tracker.lock() {
                 t.revoke(&keys);
             }

@@ -60,16 +60,14 @@ impl<P: Processor> Lane<P> {
             .metrics
             .process_seconds
             .observe(started.elapsed().as_secs_f64());
-        let mut pending = Vec::with_capacity(outputs.len());
-        for output in outputs {
-            match self.produce(&output, meta.timestamp_ms).await {
-                Some(delivery) => pending.push((output.topic, delivery)),
-                None => {
-                    self.shared.metrics.in_flight.dec();
-                    return;
-                }
-            }
-        }
+        let Some(encoded) = self.encode_all(outputs).await else {
+            self.shared.metrics.in_flight.dec();
+            return;
+        };
+        let Some(pending) = self.send_all(encoded, &meta) else {
+            self.shared.metrics.in_flight.dec();
+            return;
+        };
         let shared = self.shared.clone();
         tokio::spawn(async move {
             for (topic, delivery) in pending {
@@ -87,11 +85,15 @@ impl<P: Processor> Lane<P> {
                 let age = (now_ms() - ts).max(0) as f64 / 1000.0;
                 shared.metrics.end_to_end_seconds.observe(age);
             }
-            let next = shared
-                .tracker
-                .lock()
-                .ok()
-                .and_then(|mut t| t.complete(&meta.topic, meta.partition, meta.offset));
+            // With transactions the offset went into the transaction when the outputs did.
+            let next = match shared.txn {
+                Some(_) => None,
+                None => shared
+                    .tracker
+                    .lock()
+                    .ok()
+                    .and_then(|mut t| t.complete(&meta.topic, meta.partition, meta.offset)),
+            };
             if let Some(next) = next {
                 // `store_offsets` takes the next offset to read, as committed (the older
                 // `store_offset` adds one itself, which would skip a record).
@@ -197,63 +199,123 @@ impl<P: Processor> Lane<P> {
         out
     }
 
-    /// Encodes and queues one output. None means shutdown (or a fatal error) came first.
-    async fn produce(&self, output: &Output, timestamp_ms: Option<i64>) -> Option<DeliveryFuture> {
-        let payload: Option<Vec<u8>> = loop {
-            let encoded = match &output.value {
-                Value::Record(r) => r.encode(&self.shared.codec, &output.topic).await.map(Some),
-                Value::Bytes(b) => Ok(Some(b.clone())),
-                Value::Tombstone => Ok(None),
-            };
-            match encoded {
-                Ok(p) => break p,
-                Err(e) if e.is_retriable() => {
-                    self.shared.metrics.transient_errors.inc();
-                    tracing::warn!(error = %e, "registry unavailable while encoding; retrying");
-                    tokio::select! {
-                        _ = self.shared.shutdown.cancelled() => return None,
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+    /// Encodes every output (the registry may be asked). None means shutdown or a fatal
+    /// error came first.
+    async fn encode_all(&self, outputs: Vec<Output>) -> Option<Vec<Encoded>> {
+        let mut encoded = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            let payload = loop {
+                let attempt = match &output.value {
+                    Value::Record(r) => r.encode(&self.shared.codec, &output.topic).await.map(Some),
+                    Value::Bytes(b) => Ok(Some(b.clone())),
+                    Value::Tombstone => Ok(None),
+                };
+                match attempt {
+                    Ok(p) => break p,
+                    Err(e) if e.is_retriable() => {
+                        self.shared.metrics.transient_errors.inc();
+                        tracing::warn!(error = %e, "registry unavailable while encoding; retrying");
+                        tokio::select! {
+                            _ = self.shared.shutdown.cancelled() => return None,
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        }
+                    }
+                    Err(e) => {
+                        // A schema the registry refuses is a deployment error, not bad input.
+                        self.shared.fail(e.to_string());
+                        return None;
                     }
                 }
-                Err(e) => {
-                    // A schema the registry refuses is a deployment error, not bad input.
-                    self.shared.fail(e.to_string());
-                    return None;
-                }
+            };
+            let mut headers = OwnedHeaders::new_with_capacity(output.headers.len());
+            for (k, v) in &output.headers {
+                headers = headers.insert(Header {
+                    key: k.as_str(),
+                    value: Some(v.as_slice()),
+                });
             }
-        };
-        let mut headers = OwnedHeaders::new_with_capacity(output.headers.len());
-        for (k, v) in &output.headers {
-            headers = headers.insert(Header {
-                key: k.as_str(),
-                value: Some(v.as_slice()),
+            encoded.push(Encoded {
+                topic: output.topic,
+                key: output.key,
+                payload,
+                headers,
             });
         }
-        loop {
-            let mut record: FutureRecord<'_, str, [u8]> =
-                FutureRecord::to(&output.topic).headers(headers.clone());
-            if let Some(k) = &output.key {
-                record = record.key(k.as_str());
+        Some(encoded)
+    }
+
+    /// Queues a record's outputs in the producer, in order. With transactions this happens
+    /// under the shared gate together with noting the record's offset, so a commit sees both
+    /// or neither. None means a fatal error.
+    fn send_all(
+        &self,
+        encoded: Vec<Encoded>,
+        meta: &RecordMeta,
+    ) -> Option<Vec<(String, DeliveryFuture)>> {
+        let txn = self.shared.txn.as_deref();
+        let _shared_gate = txn.map(|t| t.gate.read().unwrap_or_else(|e| e.into_inner()));
+        if txn.is_some() {
+            let ours = self
+                .shared
+                .tracker
+                .lock()
+                .map(|t| t.is_pending(&meta.topic, meta.partition, meta.offset))
+                .unwrap_or(false);
+            if !ours {
+                // Revoked (and committed) while we worked: its new owner produces it.
+                return Some(Vec::new());
             }
-            if let Some(p) = &payload {
-                record = record.payload(p.as_slice());
-            }
-            if let Some(ts) = timestamp_ms {
-                record = record.timestamp(ts);
-            }
-            match self.shared.producer.send_result(record) {
-                Ok(delivery) => return Some(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut deliveries = Vec::with_capacity(encoded.len());
+        for e in encoded {
+            loop {
+                let mut record: FutureRecord<'_, str, [u8]> =
+                    FutureRecord::to(&e.topic).headers(e.headers.clone());
+                if let Some(k) = &e.key {
+                    record = record.key(k.as_str());
                 }
-                Err((e, _)) => {
-                    self.shared
-                        .fail(format!("produce to {}: {e}", output.topic));
-                    return None;
+                if let Some(p) = &e.payload {
+                    record = record.payload(p.as_slice());
+                }
+                if let Some(ts) = meta.timestamp_ms {
+                    record = record.timestamp(ts);
+                }
+                match self.shared.producer.send_result(record) {
+                    Ok(delivery) => {
+                        deliveries.push((e.topic, delivery));
+                        break;
+                    }
+                    // Rare (the queue is sized for many lanes); a short blocking wait keeps
+                    // the transaction gate free of await points.
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err((err, _)) => {
+                        self.shared.fail(format!("produce to {}: {err}", e.topic));
+                        return None;
+                    }
                 }
             }
         }
+        if let Some(t) = txn {
+            let next = self
+                .shared
+                .tracker
+                .lock()
+                .ok()
+                .and_then(|mut tr| tr.complete(&meta.topic, meta.partition, meta.offset));
+            t.record_produced(&meta.topic, meta.partition, next);
+        }
+        Some(deliveries)
     }
+}
+
+/// An output ready for the producer.
+struct Encoded {
+    topic: String,
+    key: Option<String>,
+    payload: Option<Vec<u8>>,
+    headers: OwnedHeaders,
 }
 
 fn meta_of(msg: &OwnedMessage) -> RecordMeta {

@@ -16,6 +16,7 @@ pub mod records;
 pub mod runner;
 pub mod shutdown;
 pub mod table;
+mod txn;
 
 pub use config::Config;
 pub use processor::{Decode, Output, ProcessError, Processor, Raw, RecordMeta, now_ms};

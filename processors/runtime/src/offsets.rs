@@ -49,6 +49,14 @@ impl OffsetTracker {
         }
     }
 
+    /// True while `offset` was dispatched on a partition we still own and is not done.
+    pub fn is_pending(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        self.partitions
+            .get(&(topic.to_string(), partition))
+            .and_then(|s| s.pending.get(&offset))
+            .is_some_and(|done| !*done)
+    }
+
     /// Marks `offset` done. Returns the next offset to store (last of the contiguous done prefix
     /// + 1) when the prefix moved.
     pub fn complete(&mut self, topic: &str, partition: i32, offset: i64) -> Option<i64> {

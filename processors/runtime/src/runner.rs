@@ -26,6 +26,7 @@ use crate::lane::{Job, Lane};
 use crate::metrics::Metrics;
 use crate::offsets::OffsetTracker;
 use crate::processor::Processor;
+use crate::txn::Transactions;
 
 /// Records held back (lanes full) before fetching is paused. Below it, pausing would thrash.
 const PAUSE_AT: usize = 512;
@@ -72,6 +73,8 @@ pub(crate) struct Shared {
     pub capacity: Notify,
     pub shutdown: CancellationToken,
     pub fatal: Mutex<Option<String>>,
+    /// Set in exactly-once mode.
+    pub txn: Option<Arc<Transactions>>,
 }
 
 impl Shared {
@@ -112,6 +115,32 @@ pub async fn start<P: Processor>(
     let processor = Arc::new(processor);
     let health = Health::default();
     let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
+    let group_id = config.group_id(&spec.name);
+    let txn = config
+        .kafka
+        .transactional
+        .then(|| Arc::new(Transactions::default()));
+    let mut producer_settings = producer_config(&config);
+    let mut consumer_settings = consumer_config(&config, &group_id);
+    if txn.is_some() {
+        producer_settings.set(
+            "transactional.id",
+            format!("{group_id}-{}", config.kafka.instance_id),
+        );
+        // Offsets travel inside the transactions; nothing is auto-committed.
+        consumer_settings.set("enable.auto.commit", "false");
+        consumer_settings.set("isolation.level", "read_committed");
+    }
+    let producer: FutureProducer = producer_settings.create()?;
+    if txn.is_some() {
+        let p = producer.clone();
+        tokio::task::spawn_blocking(move || {
+            p.init_transactions(Duration::from_secs(30))?;
+            p.begin_transaction()
+        })
+        .await
+        .map_err(|e| RuntimeError::Setup(e.to_string()))??;
+    }
     let context = RunnerContext {
         tracker: tracker.clone(),
         metrics: metrics.clone(),
@@ -119,12 +148,11 @@ pub async fn start<P: Processor>(
         drain_timeout: Duration::from_millis(config.runtime.shutdown_grace_ms / 2),
         shutdown: shutdown.clone(),
         hooks: processor.clone(),
+        transactions: txn.clone().map(|t| (t, producer.clone())),
     };
-    let consumer: StreamConsumer<RunnerContext> =
-        consumer_config(&config, &config.group_id(&spec.name)).create_with_context(context)?;
+    let consumer: StreamConsumer<RunnerContext> = consumer_settings.create_with_context(context)?;
     let topics: Vec<&str> = spec.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
-    let producer: FutureProducer = producer_config(&config).create()?;
     let codec =
         AvroCodec::new(&config.registry).map_err(|e| RuntimeError::Registry(e.to_string()))?;
     let http_addr = if config.http.listen.is_empty() {
@@ -154,6 +182,7 @@ pub async fn start<P: Processor>(
         capacity: Notify::new(),
         shutdown,
         fatal: Mutex::new(None),
+        txn,
         config,
         spec,
     });
@@ -199,6 +228,11 @@ async fn run_loop<P: Processor>(
         };
         lane_tasks.push(tokio::spawn(lane.run(rx)));
     }
+
+    let committer = shared.txn.is_some().then(|| {
+        let shared = shared.clone();
+        std::thread::spawn(move || commit_periodically(&shared))
+    });
 
     let mut backlog: VecDeque<OwnedMessage> = VecDeque::new();
     let mut paused = false;
@@ -253,8 +287,30 @@ async fn run_loop<P: Processor>(
             "grace period over with records in flight; they will be redone after restart"
         );
     }
-    if let Err(e) = shared.consumer.commit_consumer_state(CommitMode::Sync) {
-        tracing::debug!(error = %e, "final commit");
+    if let Some(handle) = committer {
+        let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+    }
+    match &shared.txn {
+        Some(txn) => {
+            let fatal = shared.fatal.lock().map(|f| f.is_some()).unwrap_or(true);
+            let committed = if fatal {
+                Ok(0)
+            } else {
+                txn.commit(
+                    &shared.producer,
+                    shared.consumer.group_metadata(),
+                    TXN_TIMEOUT,
+                )
+            };
+            if let Err(e) = committed {
+                tracing::error!(error = %e, "final transaction commit failed; records will be redone");
+            }
+        }
+        None => {
+            if let Err(e) = shared.consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(error = %e, "final commit");
+            }
+        }
     }
     let _ = shared.producer.flush(Duration::from_secs(5));
     shared.consumer.unsubscribe();
@@ -268,6 +324,25 @@ async fn run_loop<P: Processor>(
     }
 }
 
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The exactly-once committer: a plain thread, because commits block.
+fn commit_periodically(shared: &Shared) {
+    let interval = Duration::from_millis(shared.config.kafka.transaction_interval_ms.max(10));
+    while !shared.shutdown.is_cancelled() {
+        std::thread::sleep(interval);
+        let Some(txn) = &shared.txn else { return };
+        if let Err(e) = txn.commit(
+            &shared.producer,
+            shared.consumer.group_metadata(),
+            TXN_TIMEOUT,
+        ) {
+            shared.fail(e);
+            return;
+        }
+    }
+}
+
 /// Gives `msg` to its lane if there is room; hands it back otherwise.
 fn try_dispatch(
     shared: &Shared,
@@ -277,7 +352,7 @@ fn try_dispatch(
     let Ok(permit) = shared.in_flight.clone().try_acquire_owned() else {
         return Err(msg);
     };
-    let lane = lane_of(&msg, senders.len());
+    let lane = lane_of(&msg, senders.len(), shared.txn.is_some());
     let slot = match senders[lane].try_reserve() {
         Ok(slot) => slot,
         Err(_) => return Err(msg),
@@ -301,11 +376,13 @@ fn try_dispatch(
     Ok(())
 }
 
-fn lane_of(msg: &OwnedMessage, lanes: usize) -> usize {
+/// Same key, same lane (order per key). With transactions, same partition, same lane, so a
+/// partition's records finish in offset order (see txn.rs).
+fn lane_of(msg: &OwnedMessage, lanes: usize, by_partition: bool) -> usize {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     match msg.key() {
-        Some(key) => key.hash(&mut h),
-        None => (msg.topic(), msg.partition()).hash(&mut h),
+        Some(key) if !by_partition => key.hash(&mut h),
+        _ => (msg.topic(), msg.partition()).hash(&mut h),
     }
     (h.finish() % lanes as u64) as usize
 }
