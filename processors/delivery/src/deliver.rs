@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use notify_providers::SendOutcome;
 use notify_runtime::dlq::ErrorClass;
-use notify_runtime::records::{
-    ChannelMessage, DeliveryChannel, DeliveryStatus, Outcome, TokenFeedback, mask,
-};
+use notify_runtime::records::{ChannelMessage, DeliveryChannel, Outcome};
 use notify_runtime::{Output, ProcessError, Processor, RecordMeta, now_ms};
 
 use crate::clients::Provider;
@@ -52,81 +50,6 @@ fn attempt_of(meta: &RecordMeta) -> i32 {
 }
 
 impl<P: Provider, L: DeliveryLedger> Deliverer<P, L> {
-    fn status(
-        &self,
-        msg: &ChannelMessage,
-        outcome: Outcome,
-        reason: Option<String>,
-        attempt: i32,
-    ) -> Output {
-        if let Some(m) = self.metrics.get() {
-            m.outcome(outcome);
-        }
-        Output::status(
-            &self.topics.status,
-            DeliveryStatus {
-                event_id: msg.event_id.clone(),
-                user_id: msg.user_id.clone(),
-                channel: Some(self.channel.as_str().into()),
-                recipient: Some(mask(&msg.recipient)),
-                outcome,
-                reason,
-                attempt,
-                stage: self.stage.clone(),
-                at: now_ms(),
-            },
-        )
-    }
-
-    fn token_feedback(&self, msg: &ChannelMessage, reason: &str) -> Output {
-        Output::record(
-            &self.topics.token_feedback,
-            msg.user_id.clone(),
-            TokenFeedback {
-                user_id: msg.user_id.clone(),
-                token: msg.recipient.clone(),
-                channel: self.channel,
-                reason: reason.into(),
-                at: now_ms(),
-            },
-        )
-    }
-
-    /// The same message, one rung up the ladder, with what the retry processor needs.
-    fn retry(
-        &self,
-        msg: &ChannelMessage,
-        meta: &RecordMeta,
-        attempt: i32,
-        reason: &str,
-        retry_after: Option<Duration>,
-    ) -> Output {
-        let key = meta.key.clone().unwrap_or_else(|| msg.recipient.clone());
-        let mut out = Output::record(&self.topics.retry, key, msg.clone());
-        out.headers = meta
-            .headers
-            .iter()
-            .filter(|(k, _)| !headers::RETRY_HEADERS.contains(&k.as_str()))
-            .cloned()
-            .collect();
-        let first = meta
-            .header(headers::FIRST_FAILURE_AT)
-            .map_or_else(|| now_ms().to_string(), str::to_string);
-        let origin = meta
-            .header(headers::ORIGIN_TOPIC)
-            .map_or_else(|| meta.topic.clone(), str::to_string);
-        out = out
-            .with_header(headers::ATTEMPTS, attempt.to_string())
-            .with_header(headers::FIRST_FAILURE_AT, first)
-            .with_header(headers::LAST_FAILURE_AT, now_ms().to_string())
-            .with_header(headers::ERROR_REASON, cut(reason, 1024))
-            .with_header(headers::ORIGIN_TOPIC, origin);
-        if let Some(after) = retry_after {
-            out = out.with_header(headers::RETRY_AFTER_MS, after.as_millis().to_string());
-        }
-        out
-    }
-
     /// Records the final state, retrying a failing database for up to one lease: the message
     /// is out, so only a replay inside that time could send it twice.
     async fn finish(&self, key: &LedgerKey, token: &str, state: FinalState, provider_id: &str) {
@@ -307,10 +230,6 @@ impl<P: Provider, L: DeliveryLedger> Processor for Deliverer<P, L> {
     }
 }
 
-fn cut(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
-}
+#[cfg(test)]
+#[path = "deliver_tests.rs"]
+mod tests;

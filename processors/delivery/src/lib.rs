@@ -13,6 +13,7 @@ pub mod deliver;
 pub mod ledger;
 pub mod ledger_cql;
 pub mod metrics;
+mod outputs;
 pub mod rate;
 pub mod settings;
 
