@@ -4,3 +4,4 @@ echo passthrough
 echo templates
 echo ratelimit
 echo fanout
+echo retry
