@@ -3,7 +3,8 @@
 
 mod delivery;
 mod foundation;
+mod retry;
+mod stages_filter;
+mod stages_render;
 mod table;
 mod tools;
-mod stages_filter;
-mod retry;

@@ -37,10 +37,13 @@ pub trait RateStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// Sends of one (user, scope): event id → (sent at, expires at), in milliseconds.
+type Sends = BTreeMap<String, (i64, i64)>;
+
 /// State in memory (unit tests). Expired rows are dropped when the key is written.
 #[derive(Default, Clone)]
 pub struct MemoryStore {
-    rows: Arc<Mutex<HashMap<(String, String), BTreeMap<String, (i64, i64)>>>>,
+    rows: Arc<Mutex<HashMap<(String, String), Sends>>>,
 }
 
 impl RateStore for MemoryStore {
