@@ -1,49 +1,80 @@
 #!/usr/bin/env bash
 # `make dev`: the whole pipeline on this machine, on the real stack, with a demo.
 # Starts the stack, applies topics, schemas and migrations, starts the provider sandbox and
-# every processor, produces demo profiles, templates and requests, and says where to look.
-# Ctrl-C stops the processors and the sandbox (the stack stays up; `make stack-down`).
+# every processor, produces demo templates, profiles and requests, and says where to look.
+# Ctrl-C stops the processors and the sandbox (the stack stays up: `make stack-down`).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 RUN=$ROOT/.run/dev
+SANDBOX_LISTEN=127.0.0.1:${NOTIFY_SANDBOX_PORT:-18443}
+SANDBOX=http://$SANDBOX_LISTEN
 mkdir -p "$RUN"
-export NOTIFY_CONFIG=$ROOT/dev/notify.toml
 
 dev/stack.sh up
 cargo build --quiet --bin notify
 NOTIFY=$ROOT/target/debug/notify
 
-$NOTIFY topics apply --replication-factor 1
-$NOTIFY schemas register
-$NOTIFY db migrate
-
 pids=()
 stop_all() {
-  echo; echo "[dev] stopping processors (SIGTERM: they drain and commit)"
+  trap - EXIT INT TERM
+  echo; echo "[dev] stopping processors and the sandbox (SIGTERM: they drain and commit)"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   echo "[dev] stopped; the stack is still up (make stack-down stops it)"
 }
 trap stop_all EXIT INT TERM
 
-# Processors of the chain, each with its own metrics port.
+# The sandbox writes credentials and a [processors.deliver-*] config that points at it.
+$NOTIFY sandbox --listen "$SANDBOX_LISTEN" --creds-dir "$RUN/creds" >"$RUN/sandbox.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do
+  [ -f "$RUN/creds/delivery.toml" ] && curl -sf "$SANDBOX/sandbox/messages" >/dev/null && break
+  sleep 0.2
+done
+[ -f "$RUN/creds/delivery.toml" ] || { cat "$RUN/sandbox.log"; echo "[dev] the sandbox did not start"; exit 1; }
+curl -sf -X DELETE "$SANDBOX/sandbox/messages" >/dev/null || true
+
+# One configuration: dev/notify.toml, the sandbox's provider tables, e-mail through the local
+# SMTP server instead of the SendGrid stand-in.
+export NOTIFY_CONFIG=$RUN/notify.toml
+{
+  cat dev/notify.toml
+  echo
+  sed '/^\[processors.deliver-email.provider\]/,$d' "$RUN/creds/delivery.toml"
+  cat <<EOT
+[processors.deliver-email.provider]
+kind = "smtp"
+from = "Notify <notify@example.com>"
+smtp_host = "127.0.0.1"
+smtp_port = ${NOTIFY_SMTP_PORT:-12525}
+smtp_security = "none"
+EOT
+} >"$NOTIFY_CONFIG"
+
+$NOTIFY topics apply --replication-factor 1
+$NOTIFY schemas register >/dev/null && echo "[dev] schemas registered"
+$NOTIFY db migrate
+
 port=19100
 for p in $(dev/processors.sh); do
   NOTIFY_HTTP__LISTEN=127.0.0.1:$port $NOTIFY run "$p" >"$RUN/$p.log" 2>&1 &
   pids+=($!)
-  echo "[dev] $p running (pid $!), metrics http://127.0.0.1:$port/metrics, log $RUN/$p.log"
+  printf '[dev] %-14s pid %-7s metrics http://127.0.0.1:%s/metrics  log %s\n' "$p" "$!" "$port" "$RUN/$p.log"
   port=$((port + 1))
 done
 
-if [ -f dev/demo.sh ]; then dev/demo.sh "$NOTIFY"; fi
+dev/demo.sh "$NOTIFY" "$SANDBOX"
 
 cat <<EOT
 
 [dev] The pipeline is running. Where to look:
-  status events:   $NOTIFY dlq inspect --help   (or read notify.status.v1 with any Kafka tool)
-  dead letters:    topic notify.dlq.v1
-  metrics:         http://127.0.0.1:19100/metrics and the following ports
+  every outcome:   $NOTIFY status --follow        (notify.status.v1, decoded)
+  provider calls:  curl $SANDBOX/sandbox/messages
+  e-mails:         $ROOT/.run/smtp/maildir/new
+  dead letters:    $NOTIFY dlq inspect
+  metrics:         http://127.0.0.1:19100/metrics … :$((port - 1))/metrics
+  send more:       echo '{"event_id":"e-1","user_id":"ana","category":"billing","template_id":"invoice_due","data":{"amount":"9","due_date":"today"}}' | $NOTIFY produce request
 Press Ctrl-C to stop.
 EOT
 wait

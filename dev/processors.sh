@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # The processors `make dev` runs, in pipeline order.
-echo passthrough
-echo templates
-echo ratelimit
-echo fanout
-echo retry
+cat <<'EOT'
+preferences
+dedup
+templates
+ratelimit
+fanout
+deliver-apns
+deliver-fcm
+deliver-sms
+deliver-email
+retry
+EOT

@@ -22,13 +22,23 @@ pub struct SandboxFiles {
     pub delivery_config: PathBuf,
 }
 
-/// Loads `creds_dir/credentials.json`, or generates fresh credentials.
+/// Account ids of generated sandbox credentials. They are public identifiers, pinned so that a
+/// fixed configuration (dev/notify.toml) names them; the keys and secrets stay random.
+pub const DEV_APNS_KEY_ID: &str = "NOTIFYDEV1";
+pub const DEV_APNS_TEAM_ID: &str = "NOTIFYTEAM";
+pub const DEV_TWILIO_ACCOUNT_SID: &str = "ACnotifydev";
+
+/// Loads `creds_dir/credentials.json`, or generates fresh credentials with the dev ids.
 pub fn load_or_generate(creds_dir: &Path) -> anyhow::Result<TestCredentials> {
     let path = creds_dir.join("credentials.json");
     if path.exists() {
         return TestCredentials::load(&path).with_context(|| format!("loading {}", path.display()));
     }
-    Ok(TestCredentials::generate()?)
+    let mut creds = TestCredentials::generate()?;
+    creds.apns.key_id = DEV_APNS_KEY_ID.into();
+    creds.apns.team_id = DEV_APNS_TEAM_ID.into();
+    creds.twilio.account_sid = DEV_TWILIO_ACCOUNT_SID.into();
+    Ok(creds)
 }
 
 /// Writes the credential files for a sandbox at `base_url` into `creds_dir`.
