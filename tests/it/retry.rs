@@ -5,6 +5,7 @@
 
 mod crash;
 mod dlq_cli;
+mod e2e;
 mod ladder;
 
 use std::collections::HashMap;
@@ -48,9 +49,10 @@ impl Ladder {
         env.config.runtime.status_topic = status.clone();
         env.config.runtime.dlq_topic = dlq_topic.clone();
         let mut config = env.config.clone();
-        config
-            .processors
-            .insert(notify_retry::NAME.into(), settings(&topics, delays_ms, &deferred));
+        config.processors.insert(
+            notify_retry::NAME.into(),
+            settings(&topics, delays_ms, &deferred),
+        );
         Ladder {
             env,
             steps: topics,

@@ -12,13 +12,13 @@ use rdkafka::Message;
 
 use super::{Ladder, failure_headers, message, number, produce_with};
 
-/// Starts `notify run retry` with `ladder`'s configuration; returns it and its metrics URL.
-pub fn spawn_retry(ladder: &Ladder, dir: &std::path::Path) -> (Child, String) {
+/// Starts `notify run retry` with `config`; returns it and its metrics URL.
+pub fn spawn_retry(config: &notify_runtime::Config, dir: &std::path::Path) -> (Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let mut config = ladder.config.clone();
+    let mut config = config.clone();
     config.http.listen = format!("127.0.0.1:{port}");
     let path = dir.join(format!("retry-{port}.toml"));
     std::fs::write(&path, toml::to_string(&config).expect("config as TOML")).expect("write config");
@@ -49,10 +49,16 @@ async fn sigkill_while_records_wait_loses_none_and_sends_none_twice() {
     let failed_at = now_ms();
     for i in 0..N {
         let headers = failure_headers(&l.origin, 1, failed_at);
-        produce_with(&l.env, &l.steps[0], &format!("user-{i}"), &message(&format!("evt-{i}")), &headers)
-            .await;
+        produce_with(
+            &l.env,
+            &l.steps[0],
+            &format!("user-{i}"),
+            &message(&format!("evt-{i}")),
+            &headers,
+        )
+        .await;
     }
-    let (mut first, url) = spawn_retry(&l, &dir);
+    let (mut first, url) = spawn_retry(&l.config, &dir);
     let held = eventually(Duration::from_secs(30), async || {
         metric(&url, "notify_retry_held_records")
             .await
@@ -61,13 +67,23 @@ async fn sigkill_while_records_wait_loses_none_and_sends_none_twice() {
     .await;
     first.kill().expect("SIGKILL");
     let _ = first.wait();
-    assert_eq!(held, Some(N as f64), "every record was held before the kill");
+    assert_eq!(
+        held,
+        Some(N as f64),
+        "every record was held before the kill"
+    );
     let killed_at = now_ms();
-    assert!(killed_at < failed_at + DELAY, "the kill came while the records waited");
+    assert!(
+        killed_at < failed_at + DELAY,
+        "the kill came while the records waited"
+    );
     let reader = l.env.reader(&l.origin);
-    assert!(reader.raw(1, Duration::from_millis(500)).is_empty(), "nothing came back before the kill");
+    assert!(
+        reader.raw(1, Duration::from_millis(500)).is_empty(),
+        "nothing came back before the kill"
+    );
 
-    let (mut second, _) = spawn_retry(&l, &dir);
+    let (mut second, _) = spawn_retry(&l.config, &dir);
     let mut back = reader.raw(N, Duration::from_secs(90));
     back.extend(reader.raw_until_quiet(Duration::from_secs(3), Duration::from_secs(10)));
     second.kill().ok();
@@ -79,11 +95,25 @@ async fn sigkill_while_records_wait_loses_none_and_sends_none_twice() {
         *count.entry(key).or_default() += 1;
         let hd = headers_of(m);
         let waited = number(&hd, h::FORWARDED_AT) - failed_at;
-        assert!(waited >= DELAY, "came back after {waited} ms, the step is {DELAY} ms");
+        assert!(
+            waited >= DELAY,
+            "came back after {waited} ms, the step is {DELAY} ms"
+        );
     }
-    let missing: Vec<usize> = (0..N).filter(|i| !count.contains_key(&format!("user-{i}"))).collect();
-    let twice: Vec<&String> = count.iter().filter(|(_, n)| **n > 1).map(|(k, _)| k).collect();
-    eprintln!("retry sigkill: {} back, {} missing, {} twice", back.len(), missing.len(), twice.len());
+    let missing: Vec<usize> = (0..N)
+        .filter(|i| !count.contains_key(&format!("user-{i}")))
+        .collect();
+    let twice: Vec<&String> = count
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, _)| k)
+        .collect();
+    eprintln!(
+        "retry sigkill: {} back, {} missing, {} twice",
+        back.len(),
+        missing.len(),
+        twice.len()
+    );
     assert!(missing.is_empty(), "lost {missing:?}");
     assert!(twice.is_empty(), "sent twice: {twice:?}");
     let _ = std::fs::remove_dir_all(&dir);

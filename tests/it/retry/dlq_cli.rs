@@ -49,7 +49,9 @@ async fn inspect_filters_and_redrive_returns_records_to_their_source() {
         ..f
     };
 
-    let all = read(&l.config, &filter(Filter::default())).await.expect("read");
+    let all = read(&l.config, &filter(Filter::default()))
+        .await
+        .expect("read");
     assert_eq!(all.len(), 2);
     let by_class = read(
         &l.config,
@@ -61,7 +63,11 @@ async fn inspect_filters_and_redrive_returns_records_to_their_source() {
     .await
     .expect("read");
     assert_eq!(by_class.len(), 1);
-    assert_eq!(by_class[0].event_id.as_deref(), Some("evt-dead"), "decoded event id");
+    assert_eq!(
+        by_class[0].event_id.as_deref(),
+        Some("evt-dead"),
+        "decoded event id"
+    );
     assert_eq!(by_class[0].attempts, Some(4));
     assert_eq!(by_class[0].failed_at_ms, Some(failed_at));
     let by_event = read(
@@ -91,12 +97,21 @@ async fn inspect_filters_and_redrive_returns_records_to_their_source() {
 
     // The binary prints JSON lines.
     let out = std::process::Command::new(notify_bin())
-        .args(["dlq", "inspect", "--format", "json", "--class", "decode", "--topic", &l.dlq])
-        .env("NOTIFY_KAFKA__BOOTSTRAP_SERVERS", &l.config.kafka.bootstrap_servers)
+        .args([
+            "dlq", "inspect", "--format", "json", "--class", "decode", "--topic", &l.dlq,
+        ])
+        .env(
+            "NOTIFY_KAFKA__BOOTSTRAP_SERVERS",
+            &l.config.kafka.bootstrap_servers,
+        )
         .env("NOTIFY_REGISTRY__URL", &l.config.registry.url)
         .output()
         .expect("notify dlq inspect runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
@@ -109,23 +124,36 @@ async fn inspect_filters_and_redrive_returns_records_to_their_source() {
         classes: vec!["retries_exhausted".into()],
         ..Filter::default()
     });
-    let dry = redrive(&l.config, &exhausted, true, |_, _| {}).await.expect("dry run");
+    let dry = redrive(&l.config, &exhausted, true, |_, _| {})
+        .await
+        .expect("dry run");
     assert_eq!((dry.selected, dry.moved), (1, 1));
     let origin = l.env.reader(&l.origin);
-    assert!(origin.raw(1, Duration::from_secs(2)).is_empty(), "a dry run moves nothing");
+    assert!(
+        origin.raw(1, Duration::from_secs(2)).is_empty(),
+        "a dry run moves nothing"
+    );
 
     let mut progress = Vec::new();
-    let report = redrive(&l.config, &exhausted, false, |done, total| progress.push((done, total)))
-        .await
-        .expect("redrive");
+    let report = redrive(&l.config, &exhausted, false, |done, total| {
+        progress.push((done, total))
+    })
+    .await
+    .expect("redrive");
     assert_eq!(report.moved, 1);
     assert_eq!(report.by_topic.get(&l.origin), Some(&1));
     assert_eq!(progress, vec![(1, 1)]);
     let back = origin.raw(1, Duration::from_secs(30));
     assert_eq!(back.len(), 1);
     let hd = headers_of(&back[0]);
-    for gone in dlq::ALL_HEADERS.into_iter().chain([h::STEP, h::ORIGIN_TOPIC]) {
-        assert!(!hd.contains_key(gone), "{gone} left on the redriven record: {hd:?}");
+    for gone in dlq::ALL_HEADERS
+        .into_iter()
+        .chain([h::STEP, h::ORIGIN_TOPIC])
+    {
+        assert!(
+            !hd.contains_key(gone),
+            "{gone} left on the redriven record: {hd:?}"
+        );
     }
     assert!(hd.contains_key(h::REDRIVEN_AT));
     assert_eq!(hd["trace"], "t-1");

@@ -22,8 +22,22 @@ async fn records_come_back_to_their_origin_when_due() {
     let first = &l.steps[0];
 
     // a: first failure; b: second failure (delivery always writes to the first step).
-    produce_with(env, first, "a", &message("evt-a"), &failure_headers(&l.origin, 1, now)).await;
-    produce_with(env, first, "b", &message("evt-b"), &failure_headers(&l.origin, 2, now)).await;
+    produce_with(
+        env,
+        first,
+        "a",
+        &message("evt-a"),
+        &failure_headers(&l.origin, 1, now),
+    )
+    .await;
+    produce_with(
+        env,
+        first,
+        "b",
+        &message("evt-b"),
+        &failure_headers(&l.origin, 2, now),
+    )
+    .await;
     // f: a 429 with Retry-After 120 s: skips to the last step and waits there.
     let mut f = failure_headers(&l.origin, 1, now);
     f.push((h::RETRY_AFTER_MS.into(), "120000".into()));
@@ -34,12 +48,33 @@ async fn records_come_back_to_their_origin_when_due() {
         (h::NOT_BEFORE.to_string(), not_before.to_string()),
         (h::ORIGIN_TOPIC.to_string(), l.origin.clone()),
     ];
-    produce_with(env, &l.deferred, "c", &request("evt-c", "user-1"), &deferral).await;
+    produce_with(
+        env,
+        &l.deferred,
+        "c",
+        &request("evt-c", "user-1"),
+        &deferral,
+    )
+    .await;
     // d: expired while failing; e: out of attempts; g: no origin.
     let mut expired = message("evt-d");
     expired.expires_at = Some(now - 1_000);
-    produce_with(env, first, "d", &expired, &failure_headers(&l.origin, 1, now)).await;
-    produce_with(env, first, "e", &message("evt-e"), &failure_headers(&l.origin, 4, now)).await;
+    produce_with(
+        env,
+        first,
+        "d",
+        &expired,
+        &failure_headers(&l.origin, 1, now),
+    )
+    .await;
+    produce_with(
+        env,
+        first,
+        "e",
+        &message("evt-e"),
+        &failure_headers(&l.origin, 4, now),
+    )
+    .await;
     let no_origin: Vec<(String, String)> = failure_headers(&l.origin, 1, now)
         .into_iter()
         .filter(|(k, _)| k != h::ORIGIN_TOPIC)
@@ -50,27 +85,53 @@ async fn records_come_back_to_their_origin_when_due() {
     // partition that is due sooner must not wait for it.
     let last = &l.steps[2];
     let moved = eventually(Duration::from_secs(30), async || {
-        env.reader(last).raw(1, Duration::from_secs(1)).into_iter().next()
+        env.reader(last)
+            .raw(1, Duration::from_secs(1))
+            .into_iter()
+            .next()
     })
     .await
     .expect("f moved to the last step");
     let mh = headers_of(&moved);
     assert!(number(&mh, h::NOT_BEFORE) >= now + 120_000, "{mh:?}");
-    produce_with(env, last, "f", &message("evt-h"), &failure_headers(&l.origin, 3, now_ms())).await;
+    produce_with(
+        env,
+        last,
+        "f",
+        &message("evt-h"),
+        &failure_headers(&l.origin, 3, now_ms()),
+    )
+    .await;
 
     let back = env.reader(&l.origin).raw(4, Duration::from_secs(60));
     let by_key: HashMap<String, _> = back
         .iter()
-        .map(|m| (String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(), m))
+        .map(|m| {
+            (
+                String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                m,
+            )
+        })
         .collect();
-    assert_eq!(back.len(), 4, "a, b, c and h come back: {:?}", by_key.keys());
+    assert_eq!(
+        back.len(),
+        4,
+        "a, b, c and h come back: {:?}",
+        by_key.keys()
+    );
     for (key, step, delay) in [("a", 0, DELAYS_MS[0]), ("b", 1, DELAYS_MS[1])] {
         let hd = headers_of(by_key[key]);
         assert_eq!(number(&hd, h::STEP), step, "{key}: {hd:?}");
         let waited = number(&hd, h::FORWARDED_AT) - now;
-        assert!(waited >= delay, "{key} came back after {waited} ms, step is {delay} ms");
+        assert!(
+            waited >= delay,
+            "{key} came back after {waited} ms, step is {delay} ms"
+        );
         let due = number(&hd, h::DUE_AT) - now;
-        assert!((delay..=delay + delay / 5).contains(&due), "{key}: due after {due} ms (jitter ≤ 20 %)");
+        assert!(
+            (delay..=delay + delay / 5).contains(&due),
+            "{key}: due after {due} ms (jitter ≤ 20 %)"
+        );
         assert_eq!(hd["trace"], "t-1", "other headers are kept");
         assert_eq!(hd[dlq::REASON], "503 Service Unavailable");
         assert!(!hd.contains_key(h::NOT_BEFORE) && !hd.contains_key(h::RETRY_AFTER_MS));
@@ -94,11 +155,19 @@ async fn records_come_back_to_their_origin_when_due() {
     for key in dlq::ALL_HEADERS {
         assert!(exhausted.contains_key(key), "{key} missing: {exhausted:?}");
     }
-    assert_eq!(exhausted[dlq::SOURCE_TOPIC], l.origin, "redrive goes to the channel topic");
+    assert_eq!(
+        exhausted[dlq::SOURCE_TOPIC],
+        l.origin,
+        "redrive goes to the channel topic"
+    );
     assert_eq!(exhausted[dlq::STAGE], "retry");
     assert_eq!(exhausted[dlq::ATTEMPTS], "4");
     assert!(exhausted[dlq::REASON].contains("503"), "{exhausted:?}");
-    assert!(dead.iter().map(headers_of).any(|hd| hd[dlq::CLASS] == "validation"));
+    assert!(
+        dead.iter()
+            .map(headers_of)
+            .any(|hd| hd[dlq::CLASS] == "validation")
+    );
 
     let statuses = env
         .reader(&l.status)
