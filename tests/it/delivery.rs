@@ -75,7 +75,9 @@ impl Stack {
         };
         let mut a = notify_delivery::apns::Settings::default();
         (a.input, a.retry_topic, a.token_feedback_topic) = common(&apns);
-        a.lease_ms = 3_000;
+        // Short enough for the crash test to wait out, longer than a call may take.
+        a.lease_ms = 10_000;
+        a.provider.timeout_ms = 8_000;
         a.provider.base_url = base.clone();
         a.provider.key_file = files.apns_key.display().to_string();
         a.provider.key_id = creds.apns.key_id.clone();

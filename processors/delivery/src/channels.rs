@@ -29,6 +29,14 @@ where
     P: Provider,
 {
     let settings: DeliverySettings<S> = config.processor(name)?;
+    if settings.lease_ms <= settings.provider.timeout_ms() {
+        // Otherwise a call still in progress could be taken over and sent a second time.
+        return Err(RuntimeError::Setup(format!(
+            "processors.{name}.lease_ms ({}) must exceed provider.timeout_ms ({})",
+            settings.lease_ms,
+            settings.provider.timeout_ms()
+        )));
+    }
     let provider = build(&settings.provider)
         .map_err(|e| RuntimeError::Setup(format!("processors.{name}: {e}")))?;
     let ledger = CqlLedger::connect(&config.cql)

@@ -41,19 +41,33 @@ pub struct DeliverySettings<P> {
 /// A provider table, and the channel topic its processor reads by default.
 pub trait ChannelProvider: Default {
     const INPUT: &'static str;
+    /// The provider call's timeout; the ledger lease must outlast it.
+    fn timeout_ms(&self) -> u64;
 }
 
 impl ChannelProvider for ApnsSettings {
     const INPUT: &'static str = "notify.channel.apns.v1";
+    fn timeout_ms(&self) -> u64 {
+        self.timeout_ms
+    }
 }
 impl ChannelProvider for FcmSettings {
     const INPUT: &'static str = "notify.channel.fcm.v1";
+    fn timeout_ms(&self) -> u64 {
+        self.timeout_ms
+    }
 }
 impl ChannelProvider for SmsSettings {
     const INPUT: &'static str = "notify.channel.sms.v1";
+    fn timeout_ms(&self) -> u64 {
+        self.timeout_ms
+    }
 }
 impl ChannelProvider for EmailSettings {
     const INPUT: &'static str = "notify.channel.email.v1";
+    fn timeout_ms(&self) -> u64 {
+        self.timeout_ms
+    }
 }
 
 impl<P: ChannelProvider> Default for DeliverySettings<P> {
