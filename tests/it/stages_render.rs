@@ -159,3 +159,39 @@ pub async fn wait_for<T>(what: &str, check: impl AsyncFnMut() -> Option<T>) -> T
         .await
         .unwrap_or_else(|| panic!("timed out waiting for {what}"))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn templates_push_produces_the_demo_templates_keyed_by_id_channel_locale() {
+    let env = TestEnv::new("templates_push").await;
+    let [topic] = env
+        .create_topics(&[("templates", 1)])
+        .await
+        .try_into()
+        .unwrap();
+    let dir = notify_tests::repo_root().join("dev/templates");
+    let loaded = notify_cli::templates::load_dir(&dir).expect("demo templates load");
+    assert_eq!(loaded.len(), 18, "3 templates x 3 channels x 2 locales");
+    let pushed = notify_cli::templates::push(&env.config, &topic, &loaded)
+        .await
+        .expect("pushed");
+    assert_eq!(pushed, 18);
+    let got = env
+        .reader(&topic)
+        .records::<Template>(&env.codec, 18, Duration::from_secs(30))
+        .await;
+    assert_eq!(got.len(), 18);
+    for r in &got {
+        assert_eq!(r.key.as_deref(), Some(r.value.key().as_str()));
+    }
+    let pt = got
+        .iter()
+        .find(|r| r.key.as_deref() == Some("new_login/EMAIL/pt-BR"))
+        .expect("pt-BR e-mail");
+    assert!(
+        pt.value
+            .html_body
+            .as_deref()
+            .unwrap_or("")
+            .contains("{{ device }}")
+    );
+}

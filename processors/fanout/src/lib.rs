@@ -5,6 +5,7 @@
 //! messages stay in order on their channel. PUSH becomes one APNS or FCM message per device.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
 
 use notify_runtime::records::{
     ChannelMessage, DeliveryChannel, DeliveryStatus, NotificationRequest, Outcome,
@@ -12,6 +13,7 @@ use notify_runtime::records::{
 };
 use notify_runtime::runner::RuntimeError;
 use notify_runtime::{Output, ProcessError, Processor, RecordMeta, now_ms};
+use prometheus::IntCounterVec;
 use serde::Deserialize;
 
 pub const NAME: &str = "fanout";
@@ -55,6 +57,8 @@ impl FanoutSettings {
 pub struct FanoutProcessor {
     pub topics: FanoutSettings,
     pub status_topic: String,
+    /// `notify_fanout_messages_total{channel}`, set once the runtime has started.
+    pub messages: Arc<OnceLock<IntCounterVec>>,
 }
 
 fn status(
@@ -148,6 +152,9 @@ impl Processor for FanoutProcessor {
         }
         let mut outputs = Vec::with_capacity(messages.len() * 2);
         for m in messages {
+            if let Some(c) = self.messages.get() {
+                c.with_label_values(&[m.channel.as_str()]).inc();
+            }
             // The status names the delivery channel and the masked contact point: the first
             // point where the outcome of one message can be followed.
             let s = status(
@@ -179,8 +186,23 @@ pub async fn run(
     let processor = FanoutProcessor {
         topics: settings,
         status_topic: config.runtime.status_topic.clone(),
+        messages: Default::default(),
     };
-    notify_runtime::run(processor, spec, config, shutdown).await
+    let messages = processor.messages.clone();
+    let running = notify_runtime::start(processor, spec, config, shutdown).await?;
+    let counter = running.metrics.counter_vec(
+        "messages_total",
+        "Channel messages written, per delivery channel",
+        &["channel"],
+    );
+    for channel in DeliveryChannel::ALL {
+        counter.with_label_values(&[channel.as_str()]);
+    }
+    let _ = messages.set(counter);
+    running
+        .done
+        .await
+        .map_err(|e| RuntimeError::Setup(format!("consume loop panicked: {e}")))?
 }
 
 #[cfg(test)]

@@ -63,6 +63,7 @@ fn processor() -> FanoutProcessor {
     FanoutProcessor {
         topics: FanoutSettings::default(),
         status_topic: "status".into(),
+        messages: Default::default(),
     }
 }
 

@@ -13,6 +13,7 @@ mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
+use notify_runtime::records::Channel;
 use notify_runtime::runner::RuntimeError;
 use serde::Deserialize;
 
@@ -60,6 +61,7 @@ pub fn processor<S: RateStore>(
         },
         output: settings.output.clone(),
         status_topic: config.runtime.status_topic.clone(),
+        decisions: Default::default(),
     }
 }
 
@@ -90,5 +92,22 @@ pub async fn run(
         name: NAME.into(),
         input_topics: vec![settings.input.clone()],
     };
-    notify_runtime::run(processor(store, &settings, &config), spec, config, shutdown).await
+    let processor = processor(store, &settings, &config);
+    let decisions = processor.decisions.clone();
+    let running = notify_runtime::start(processor, spec, config, shutdown).await?;
+    let counter = running.metrics.counter_vec(
+        "decisions_total",
+        "Channels of a request passed, limited, or bypassed (CRITICAL)",
+        &["channel", "decision"],
+    );
+    for channel in Channel::ALL {
+        for decision in ["passed", "limited", "bypassed"] {
+            counter.with_label_values(&[channel.as_str(), decision]);
+        }
+    }
+    let _ = decisions.set(counter);
+    running
+        .done
+        .await
+        .map_err(|e| RuntimeError::Setup(format!("consume loop panicked: {e}")))?
 }

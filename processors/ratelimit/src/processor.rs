@@ -2,11 +2,13 @@
 //! RATE_LIMITED for each; CRITICAL passes untouched and is not counted.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
 
 use notify_runtime::records::{
     Channel, DeliveryStatus, NotificationRequest, Outcome, Priority, RoutedNotification,
 };
 use notify_runtime::{Output, ProcessError, Processor, RecordMeta, now_ms};
+use prometheus::IntCounterVec;
 
 use crate::NAME;
 use crate::limiter::{Limiter, Verdict};
@@ -16,6 +18,16 @@ pub struct RateLimitProcessor<S> {
     pub limiter: Limiter<S>,
     pub output: String,
     pub status_topic: String,
+    /// `notify_ratelimit_decisions_total{channel, decision}`, set once the runtime has started.
+    pub decisions: Arc<OnceLock<IntCounterVec>>,
+}
+
+impl<S> RateLimitProcessor<S> {
+    fn count(&self, channel: Channel, decision: &str) {
+        if let Some(c) = self.decisions.get() {
+            c.with_label_values(&[channel.as_str(), decision]).inc();
+        }
+    }
 }
 
 fn status(
@@ -60,6 +72,9 @@ impl<S: RateStore> Processor for RateLimitProcessor<S> {
             return Ok(vec![Output::status(&self.status_topic, s)]);
         }
         if routed.request.priority == Priority::Critical {
+            for r in &routed.rendered {
+                self.count(r.channel, "bypassed");
+            }
             return Ok(vec![Output::record(&self.output, key, routed)]);
         }
         let mut outputs = Vec::new();
@@ -88,6 +103,7 @@ impl<S: RateStore> Processor for RateLimitProcessor<S> {
                 .await
                 .map_err(ProcessError::transient)?;
             if let Verdict::Limited(rule) = verdict {
+                self.count(channel, "limited");
                 limited.insert(channel);
                 let s = status(
                     request,
@@ -96,6 +112,8 @@ impl<S: RateStore> Processor for RateLimitProcessor<S> {
                     rule.describe(),
                 );
                 outputs.push(Output::status(&self.status_topic, s));
+            } else {
+                self.count(channel, "passed");
             }
         }
         routed.rendered.retain(|r| !limited.contains(&r.channel));
@@ -110,133 +128,5 @@ impl<S: RateStore> Processor for RateLimitProcessor<S> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use notify_runtime::records::{DeliveryChannel, Rendered, Target};
-
-    use super::*;
-    use crate::rules::Rule;
-    use crate::store::MemoryStore;
-
-    fn routed(event_id: &str, priority: Priority) -> RoutedNotification {
-        RoutedNotification {
-            request: NotificationRequest {
-                event_id: event_id.into(),
-                user_id: "u1".into(),
-                category: "billing".into(),
-                template_id: "t".into(),
-                data: BTreeMap::new(),
-                channels: vec![],
-                priority,
-                created_at: 1,
-                expires_at: None,
-                source: String::new(),
-                email: None,
-                phone: None,
-            },
-            locale: "en".into(),
-            timezone: "UTC".into(),
-            user: BTreeMap::new(),
-            targets: vec![
-                Target {
-                    channel: DeliveryChannel::Apns,
-                    address: "tok".into(),
-                },
-                Target {
-                    channel: DeliveryChannel::Email,
-                    address: "a@b.c".into(),
-                },
-            ],
-            rendered: [Channel::Push, Channel::Email]
-                .map(|channel| Rendered {
-                    channel,
-                    title: None,
-                    body: "b".into(),
-                    html_body: None,
-                })
-                .to_vec(),
-        }
-    }
-
-    fn meta() -> RecordMeta {
-        RecordMeta {
-            topic: "in".into(),
-            partition: 0,
-            offset: 0,
-            key: Some("u1".into()),
-            timestamp_ms: None,
-            headers: vec![],
-        }
-    }
-
-    #[tokio::test]
-    async fn over_limit_channels_are_removed_and_critical_passes() {
-        let p = RateLimitProcessor {
-            limiter: Limiter {
-                store: MemoryStore::default(),
-                rules: vec![Rule {
-                    channel: Some(Channel::Push),
-                    category: None,
-                    max: 1,
-                    window_secs: 60,
-                }],
-            },
-            output: "out".into(),
-            status_topic: "status".into(),
-        };
-        let first = p
-            .process(routed("e1", Priority::Normal), &meta())
-            .await
-            .unwrap();
-        assert_eq!(first.len(), 1);
-        let second = p
-            .process(routed("e2", Priority::Normal), &meta())
-            .await
-            .unwrap();
-        let forwarded = second
-            .iter()
-            .find_map(|o| o.downcast::<RoutedNotification>())
-            .unwrap();
-        assert_eq!(forwarded.rendered.len(), 1);
-        assert_eq!(forwarded.rendered[0].channel, Channel::Email);
-        assert_eq!(forwarded.targets.len(), 1);
-        let limited = second
-            .iter()
-            .find_map(|o| o.downcast::<DeliveryStatus>())
-            .unwrap();
-        assert_eq!(limited.outcome, Outcome::RateLimited);
-        assert_eq!(limited.channel.as_deref(), Some("PUSH"));
-        assert_eq!(
-            limited.reason.as_deref(),
-            Some("channel=PUSH max 1 per 60s")
-        );
-        for i in 0..3 {
-            let out = p
-                .process(routed(&format!("c{i}"), Priority::Critical), &meta())
-                .await
-                .unwrap();
-            let fwd = out[0].downcast::<RoutedNotification>().unwrap();
-            assert_eq!(fwd.rendered.len(), 2, "CRITICAL keeps every channel");
-        }
-        // The first record again (redelivery): still passes, counted once.
-        let again = p
-            .process(routed("e1", Priority::Normal), &meta())
-            .await
-            .unwrap();
-        assert_eq!(
-            again
-                .iter()
-                .filter_map(|o| o.downcast::<RoutedNotification>())
-                .count(),
-            1
-        );
-        assert_eq!(
-            again
-                .iter()
-                .filter_map(|o| o.downcast::<DeliveryStatus>())
-                .count(),
-            0
-        );
-    }
-}
+#[path = "processor_tests.rs"]
+mod tests;

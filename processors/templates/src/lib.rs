@@ -14,7 +14,7 @@ mod source;
 
 use std::time::Duration;
 
-use notify_runtime::records::Template;
+use notify_runtime::records::{Channel, Template};
 use notify_runtime::runner::RuntimeError;
 use notify_runtime::table::Table;
 use serde::Deserialize;
@@ -70,6 +70,7 @@ pub fn processor<S: TemplateSource>(
         output: settings.output.clone(),
         status_topic: config.runtime.status_topic.clone(),
         sync_timeout: Duration::from_millis(settings.sync_timeout_ms),
+        renders: Default::default(),
     }
 }
 
@@ -85,5 +86,22 @@ pub async fn run(
         name: NAME.into(),
         input_topics: vec![settings.input.clone()],
     };
-    notify_runtime::run(processor(table, &settings, &config), spec, config, shutdown).await
+    let processor = processor(table, &settings, &config);
+    let renders = processor.renders.clone();
+    let running = notify_runtime::start(processor, spec, config, shutdown).await?;
+    let counter = running.metrics.counter_vec(
+        "renders_total",
+        "Channels rendered or failed (missing template, locale or variable, over a limit)",
+        &["channel", "outcome"],
+    );
+    for channel in Channel::ALL {
+        for outcome in ["rendered", "failed"] {
+            counter.with_label_values(&[channel.as_str(), outcome]);
+        }
+    }
+    let _ = renders.set(counter);
+    running
+        .done
+        .await
+        .map_err(|e| RuntimeError::Setup(format!("consume loop panicked: {e}")))?
 }

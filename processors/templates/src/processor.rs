@@ -6,6 +6,7 @@
 //! a missing SMS translation must not hold back a security push.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use notify_runtime::dlq::ErrorClass;
@@ -13,6 +14,7 @@ use notify_runtime::records::{
     Channel, DeliveryStatus, NotificationRequest, Outcome, RoutedNotification,
 };
 use notify_runtime::{Output, ProcessError, Processor, RecordMeta, now_ms};
+use prometheus::IntCounterVec;
 
 use crate::NAME;
 use crate::error::RenderError;
@@ -29,6 +31,8 @@ pub struct TemplatesProcessor<S> {
     pub status_topic: String,
     /// How long a record waits for the template table to catch up before it is retried.
     pub sync_timeout: Duration,
+    /// `notify_templates_renders_total{channel, outcome}`, set once the runtime has started.
+    pub renders: Arc<OnceLock<IntCounterVec>>,
 }
 
 /// The channels to render: those asked for (all when none are) that have a target.
@@ -135,6 +139,14 @@ impl<S: TemplateSource> Processor for TemplatesProcessor<S> {
             return Err(ProcessError::transient("template table is not caught up"));
         }
         let outcome = self.render_all(&routed);
+        if let Some(c) = self.renders.get() {
+            for r in &outcome.rendered {
+                c.with_label_values(&[r.channel.as_str(), "rendered"]).inc();
+            }
+            for (channel, _) in &outcome.failed {
+                c.with_label_values(&[channel.as_str(), "failed"]).inc();
+            }
+        }
         let mut outputs = Vec::new();
         if outcome.rendered.is_empty() && outcome.failed.is_empty() {
             let s = status(

@@ -69,6 +69,7 @@ fn processor(templates: Vec<Template>) -> TemplatesProcessor<MemoryTemplates> {
         output: "out".into(),
         status_topic: "status".into(),
         sync_timeout: Duration::from_secs(1),
+        renders: Default::default(),
     }
 }
 
@@ -157,4 +158,67 @@ async fn expired_requests_and_requests_without_targets_are_said() {
         out[0].downcast::<DeliveryStatus>().unwrap().outcome,
         Outcome::Filtered
     );
+}
+
+/// A source whose updates become visible only when asked to catch up, like a table that
+/// has not yet read the newest record of its topic.
+struct Lagging {
+    visible: MemoryTemplates,
+    pending: std::sync::Mutex<Vec<Template>>,
+    can_catch_up: bool,
+}
+
+impl TemplateSource for Lagging {
+    fn get(&self, key: &str) -> Option<std::sync::Arc<Template>> {
+        self.visible.get(key)
+    }
+
+    async fn caught_up(&self, _: std::time::Instant, _: Duration) -> bool {
+        if !self.can_catch_up {
+            return false;
+        }
+        for t in self.pending.lock().unwrap().drain(..) {
+            self.visible.put(t);
+        }
+        true
+    }
+}
+
+fn lagging(can_catch_up: bool) -> TemplatesProcessor<Lagging> {
+    let old = template(Channel::Sms, "en", None, "old {{ amount }}");
+    let new = template(Channel::Sms, "en", None, "new {{ amount }}");
+    TemplatesProcessor {
+        source: Lagging {
+            visible: MemoryTemplates::new([old]),
+            pending: std::sync::Mutex::new(vec![new]),
+            can_catch_up,
+        },
+        renderer: Renderer::new(),
+        limits: Limits::default(),
+        default_locale: "en".into(),
+        output: "out".into(),
+        status_topic: "status".into(),
+        sync_timeout: Duration::from_secs(1),
+        renders: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn the_source_is_caught_up_before_each_record_is_rendered() {
+    let p = lagging(true);
+    let mut r = routed(vec![], &[DeliveryChannel::Sms]);
+    r.locale = "en".into();
+    let out = p.process(r, &meta()).await.unwrap();
+    let rendered = out[0].downcast::<RoutedNotification>().unwrap();
+    assert_eq!(rendered.rendered[0].body, "new 12.50");
+}
+
+#[tokio::test]
+async fn a_source_that_cannot_catch_up_holds_the_record() {
+    let p = lagging(false);
+    let err = p
+        .process(routed(vec![], &[DeliveryChannel::Sms]), &meta())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProcessError::Transient(_)), "{err}");
 }

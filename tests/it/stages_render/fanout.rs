@@ -156,5 +156,6 @@ fn fanout_processor(
             email_topic: email.clone(),
         },
         status_topic: config.runtime.status_topic.clone(),
+        messages: Default::default(),
     }
 }
