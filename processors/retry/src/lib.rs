@@ -40,9 +40,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
 
 /// Starts the retry processor and returns once it has subscribed.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, RuntimeError> {
+    // Validated while read (see `RetrySettings`).
     let settings: Settings = config.processor(NAME)?;
-    settings.validate().map_err(|errors| {
-        RuntimeError::Config(notify_runtime::config::ConfigError::Invalid(errors))
-    })?;
     worker::start(settings, config, shutdown).await
 }

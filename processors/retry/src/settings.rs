@@ -13,8 +13,9 @@ pub struct Step {
     pub topic: String,
 }
 
+/// Validated when read (`notify run retry --check-config` reports every error).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "Unchecked")]
 pub struct RetrySettings {
     /// Increasing delays; the default is 10 s, 1 min, 10 min, 1 h.
     pub steps: Vec<Step>,
@@ -31,6 +32,58 @@ pub struct RetrySettings {
     pub deferred_jitter_ms: u64,
     /// Records held in memory per partition before that partition is paused (bounded memory).
     pub max_held_per_partition: usize,
+}
+
+/// The table as written, before validation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Unchecked {
+    /// Increasing delays; the default is 10 s, 1 min, 10 min, 1 h.
+    steps: Vec<Step>,
+    /// Quiet-hours deferrals (`notify.not_before`); empty disables.
+    deferred_topic: String,
+    /// Delivery attempts in all (the first one included) before a dead letter; 0 means one
+    /// more than there are steps (every step used once).
+    max_attempts: u32,
+    /// Up to this fraction of a step's delay is added at random, so that a burst of failures
+    /// does not come back as a burst.
+    jitter: f64,
+    /// Up to this many ms are added at random to a deferral (quiet hours end for many users at
+    /// the same minute).
+    deferred_jitter_ms: u64,
+    /// Records held in memory per partition before that partition is paused (bounded memory).
+    max_held_per_partition: usize,
+}
+
+impl Default for Unchecked {
+    fn default() -> Self {
+        let d = RetrySettings::default();
+        Unchecked {
+            steps: d.steps,
+            deferred_topic: d.deferred_topic,
+            max_attempts: d.max_attempts,
+            jitter: d.jitter,
+            deferred_jitter_ms: d.deferred_jitter_ms,
+            max_held_per_partition: d.max_held_per_partition,
+        }
+    }
+}
+
+impl TryFrom<Unchecked> for RetrySettings {
+    type Error = String;
+
+    fn try_from(u: Unchecked) -> Result<Self, String> {
+        let s = RetrySettings {
+            steps: u.steps,
+            deferred_topic: u.deferred_topic,
+            max_attempts: u.max_attempts,
+            jitter: u.jitter,
+            deferred_jitter_ms: u.deferred_jitter_ms,
+            max_held_per_partition: u.max_held_per_partition,
+        };
+        s.validate().map_err(|errors| errors.join("; "))?;
+        Ok(s)
+    }
 }
 
 fn step(name: &str, delay_ms: u64) -> Step {
@@ -149,5 +202,18 @@ mod tests {
         s.jitter = 2.0;
         let errors = s.validate().unwrap_err();
         assert_eq!(errors.len(), 3, "{errors:?}");
+    }
+
+    #[test]
+    fn reading_the_table_validates_it() {
+        let ok: RetrySettings = toml::from_str("max_attempts = 3").unwrap();
+        assert_eq!(ok.attempts_limit(), 3);
+        assert_eq!(ok.steps.len(), 4, "defaults for the rest");
+        let err = toml::from_str::<RetrySettings>("jitter = 3.0").unwrap_err();
+        assert!(err.to_string().contains("jitter"), "{err}");
+        assert!(
+            toml::from_str::<RetrySettings>("step = []").is_err(),
+            "unknown field"
+        );
     }
 }

@@ -12,13 +12,13 @@ use notify_runtime::dlq::ErrorClass;
 use notify_runtime::http::{self, Health};
 use notify_runtime::kafka::{consumer_config, producer_config};
 use notify_runtime::offsets::{OffsetTracker, PartitionKey};
-use notify_runtime::records::{ChannelMessage, NotificationRequest, Outcome};
+use notify_runtime::records::{ChannelMessage, NotificationRequest};
 use notify_runtime::runner::{Running, RuntimeError};
 use notify_runtime::{CancellationToken, Config, now_ms};
+use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, Producer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::held::{Held, Waiting};
 use crate::metrics::{DEFERRED, RetryMetrics};
@@ -27,6 +27,8 @@ use crate::plan::{self, Facts, Plan, Source};
 use crate::settings::RetrySettings;
 
 mod context;
+mod holding;
+mod outcomes;
 mod send;
 
 use context::RetryContext;
@@ -265,178 +267,6 @@ impl Worker {
                 self.dead_letter(msg, class, reason, origin, Some(&subject))
                     .await
             }
-        }
-    }
-
-    fn hold(&mut self, pending: Pending, due_ms: i64) {
-        let partition: PartitionKey = (pending.msg.topic().to_string(), pending.msg.partition());
-        let offset = pending.msg.offset();
-        let count = self.held.insert(Waiting {
-            partition: partition.clone(),
-            offset,
-            due_ms,
-            item: pending,
-        });
-        self.metrics.held.set(self.held.len() as i64);
-        if count >= self.settings.max_held_per_partition {
-            // Idempotent: a partition that was revoked and assigned again is paused anew.
-            self.set_paused(&partition, true);
-        }
-    }
-
-    async fn release_due(&mut self) -> Result<(), String> {
-        let now = now_ms();
-        let due = self.held.take_due(now);
-        self.metrics.held.set(self.held.len() as i64);
-        for waiting in due {
-            let ours = self
-                .tracker
-                .lock()
-                .map(|t| t.is_assigned(&waiting.partition.0, waiting.partition.1))
-                .unwrap_or(false);
-            if !ours {
-                continue;
-            }
-            let pending = waiting.item;
-            if pending.subject.expires_at.is_some_and(|t| t <= now) {
-                let source = self.sources.get(pending.msg.topic()).copied();
-                let source = source.unwrap_or(Source::Deferred);
-                self.expire(pending.msg, source, &pending.subject).await?;
-            } else {
-                self.send_back(pending, waiting.due_ms).await?;
-            }
-        }
-        let resume: Vec<PartitionKey> = self
-            .paused
-            .iter()
-            .filter(|p| self.held.count(p) < self.settings.max_held_per_partition.div_ceil(2))
-            .cloned()
-            .collect();
-        for p in resume {
-            self.set_paused(&p, false);
-        }
-        Ok(())
-    }
-
-    async fn send_back(&mut self, pending: Pending, due_ms: i64) -> Result<(), String> {
-        let now = now_ms();
-        let label = self.step_label(pending.step);
-        self.metrics.retries.with_label_values(&[&label]).inc();
-        let waited_from = match pending.step {
-            Some(step) => due_ms - self.settings.steps[step].delay_ms as i64,
-            None => due_ms,
-        };
-        self.metrics
-            .wait
-            .with_label_values(&[&label])
-            .observe((now - waited_from).max(0) as f64 / 1000.0);
-        let out = outgoing::returned(&pending.msg, &pending.origin, pending.step, due_ms, now);
-        self.send(&pending.msg, vec![out]).await
-    }
-
-    async fn expire(
-        &mut self,
-        msg: OwnedMessage,
-        source: Source,
-        subject: &Subject,
-    ) -> Result<(), String> {
-        let label = match source {
-            Source::Step(i) => self.step_label(Some(i)),
-            Source::Deferred => DEFERRED.to_string(),
-        };
-        self.metrics.expired.with_label_values(&[&label]).inc();
-        let attempt = self.attempts(&msg);
-        let status = outgoing::status(
-            subject,
-            Outcome::Expired,
-            "expired while waiting to be retried".into(),
-            attempt,
-            now_ms(),
-        );
-        let out = self.status_record(&status).await?;
-        self.send(&msg, out.into_iter().collect()).await
-    }
-
-    async fn dead_letter(
-        &mut self,
-        msg: OwnedMessage,
-        class: ErrorClass,
-        reason: String,
-        origin: Option<String>,
-        subject: Option<&Subject>,
-    ) -> Result<(), String> {
-        tracing::debug!(class = class.as_str(), %reason, topic = msg.topic(), offset = msg.offset(), "dead letter");
-        self.metrics
-            .base
-            .dead_letters
-            .with_label_values(&[class.as_str()])
-            .inc();
-        let now = now_ms();
-        let mut outs = vec![outgoing::dead_letter(
-            &msg,
-            &self.config.runtime.dlq_topic,
-            class,
-            reason.clone(),
-            origin.as_deref(),
-            now,
-        )];
-        if let Some(subject) = subject {
-            let status = outgoing::status(
-                subject,
-                Outcome::DeadLettered,
-                reason,
-                self.attempts(&msg),
-                now,
-            );
-            outs.extend(self.status_record(&status).await?);
-        }
-        self.send(&msg, outs).await
-    }
-
-    fn attempts(&self, msg: &OwnedMessage) -> i32 {
-        outgoing::header(&outgoing::headers_of(msg), notify_runtime::dlq::ATTEMPTS)
-            .and_then(|v| v.trim().parse::<i32>().ok())
-            .unwrap_or(1)
-    }
-
-    fn step_label(&self, step: Option<usize>) -> String {
-        step.and_then(|i| self.settings.steps.get(i))
-            .map(|s| s.name.clone())
-            .unwrap_or_else(|| DEFERRED.to_string())
-    }
-
-    fn forget_revoked(&mut self) {
-        let tracker = self.tracker.clone();
-        let Ok(t) = tracker.lock() else { return };
-        let dropped = self.held.retain_partitions(|p| t.is_assigned(&p.0, p.1));
-        self.paused.retain(|p| t.is_assigned(&p.0, p.1));
-        if dropped > 0 {
-            tracing::info!(dropped, "forgot held records of revoked partitions");
-            self.metrics.held.set(self.held.len() as i64);
-        }
-    }
-
-    fn set_paused(&mut self, p: &PartitionKey, pause: bool) {
-        let mut tpl = TopicPartitionList::new();
-        if tpl
-            .add_partition_offset(&p.0, p.1, Offset::Invalid)
-            .is_err()
-        {
-            return;
-        }
-        let result = if pause {
-            self.consumer.pause(&tpl)
-        } else {
-            self.consumer.resume(&tpl)
-        };
-        match result {
-            Ok(()) if pause => {
-                self.paused.insert(p.clone());
-            }
-            Ok(()) => {
-                self.paused.remove(p);
-            }
-            Err(e) => tracing::warn!(error = %e, pause, "pause/resume failed"),
         }
     }
 }

@@ -205,5 +205,15 @@ async fn records_come_back_to_their_origin_when_due() {
     }
     let origin_again = env.reader(&l.origin).raw(5, Duration::from_secs(2));
     assert_eq!(origin_again.len(), 4, "f did not come back early");
+    // The runtime's required metric set (lag appears with the first statistics, every 5 s).
+    let complete = eventually(Duration::from_secs(20), async || {
+        running.metrics.missing_required().is_empty().then_some(())
+    })
+    .await;
+    assert!(
+        complete.is_some(),
+        "missing {:?}",
+        running.metrics.missing_required()
+    );
     stop(token, running).await;
 }
