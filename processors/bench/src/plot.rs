@@ -11,7 +11,17 @@ use crate::report::sections::quantile;
 use crate::stage;
 
 const SIZE: (u32, u32) = (1000, 560);
-const COLOURS: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+const COLOURS: [RGBColor; 9] = [
+    BLUE,
+    RED,
+    GREEN,
+    MAGENTA,
+    CYAN,
+    BLACK,
+    RGBColor(255, 140, 0),
+    RGBColor(128, 0, 128),
+    RGBColor(128, 128, 0),
+];
 
 fn fonts() -> anyhow::Result<()> {
     plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
@@ -25,7 +35,13 @@ pub fn draw(r: &Report, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let series: Vec<(String, Vec<(f64, f64)>)> = r
         .hops
         .iter()
-        .map(|h| (h.label.clone(), smooth(&stage::timeline(&h.samples), 5)))
+        .map(|h| (h.label.clone(), &h.samples))
+        .chain(
+            r.stages
+                .iter()
+                .filter_map(|(n, s)| s.as_ref().ok().map(|s| (n.clone(), &s.samples))),
+        )
+        .map(|(label, samples)| (label, smooth(&stage::timeline(samples), 5)))
         .collect();
     let path = dir.join("throughput.png");
     throughput(

@@ -18,6 +18,8 @@ pub struct Report {
     pub ceiling: Option<Ceiling>,
     pub record_bytes: f64,
     pub hops: Vec<HopResult>,
+    pub stages: Vec<(String, Result<crate::stages::StageResult, String>)>,
+    pub dedup: Option<dedup::Compare>,
     pub elapsed_s: f64,
 }
 
@@ -35,6 +37,8 @@ impl Report {
             ceiling: None,
             record_bytes: 0.0,
             hops: Vec::new(),
+            stages: Vec::new(),
+            dedup: None,
             elapsed_s: 0.0,
         }
     }
@@ -59,6 +63,12 @@ impl Report {
             positive(&format!("{} peak RSS", h.label), h.peak_rss_mib)?;
             if h.latencies_ms.is_empty() {
                 bail!("{}: no latency samples", h.label);
+            }
+        }
+        for (name, r) in &self.stages {
+            match r {
+                Ok(s) => positive(&format!("{name} records/s"), s.drain.rate)?,
+                Err(e) => bail!("stage {name}: {e}"),
             }
         }
         Ok(())
@@ -108,6 +118,8 @@ impl Report {
              within one run rather than absolute numbers across runs."
         )?;
         crate::report::sections::ceiling_and_hops(md, self)?;
+        dedup::stages(md, self)?;
+        dedup::compare(md, self)?;
         crate::report::sections::pending(md)?;
         writeln!(md, "\n## Plots\n")?;
         let base = out.parent().unwrap_or(Path::new("."));
@@ -162,4 +174,5 @@ fn machine_facts(root: &Path) -> Vec<(String, String)> {
     ]
 }
 
+pub mod dedup;
 pub mod sections;

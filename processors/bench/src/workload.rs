@@ -10,13 +10,18 @@ use rand::{Rng, SeedableRng};
 /// Records re-sent are picked among this many most recent originals (a producer retrying).
 const RECENT: usize = 10_000;
 
-const CATEGORIES: &[(&str, &str)] = &[
+pub const CATEGORIES: &[(&str, &str)] = &[
     ("billing", "invoice_due"),
     ("shipping", "parcel_shipped"),
     ("security", "new_login"),
     ("marketing", "weekly_digest"),
     ("social", "new_follower"),
 ];
+
+/// The id of user number `i` (profiles are written for 0..users).
+pub fn user_id(i: u64) -> String {
+    format!("user-{i:07}")
+}
 
 pub struct Workload {
     rng: StdRng,
@@ -39,8 +44,7 @@ impl Workload {
     /// A user id skewed towards a few busy recipients, as real traffic is.
     fn user(&mut self) -> String {
         let u: f64 = self.rng.random();
-        let index = ((u * u) * self.users as f64) as u64;
-        format!("user-{index:07}")
+        user_id(((u * u) * self.users as f64) as u64)
     }
 
     fn channels(&mut self) -> Vec<Channel> {

@@ -1,0 +1,269 @@
+//! Each stage alone on a pre-filled input. The stages run one after the other as a chain, each
+//! on the complete output of the one before (so every input is realistic: the preference
+//! filter's routed notifications feed dedup, and so on), each in its own process.
+
+use notify_runtime::codec::AvroCodec;
+use notify_runtime::records::{Channel, Device, Platform, Template, UserProfile};
+
+use crate::Ctx;
+use crate::kafka::{Kafka, Pipelined, bulk_producer};
+use crate::stage::{self, Drain, Sample};
+use crate::workload::{CATEGORIES, user_id};
+
+#[derive(Debug, Clone, Default)]
+pub struct StageResult {
+    pub drain: Drain,
+    pub peak_rss_mib: f64,
+    /// True when the stage calls the CQL database per record (dedup, rate limits).
+    pub external_io: bool,
+    pub samples: Vec<Sample>,
+}
+
+/// Topics of the chain, named for this run.
+pub struct Chain {
+    pub requests: String,
+    pub users: String,
+    pub templates: String,
+    pub feedback: String,
+    pub routed: String,
+    pub deduped: String,
+    pub rendered: String,
+    pub limited: String,
+    pub channels: [String; 4],
+    pub status: String,
+    pub deferred: String,
+    pub dlq: String,
+}
+
+impl Chain {
+    pub fn new(ctx: &Ctx, requests: &str, dlq: &str) -> Chain {
+        Chain {
+            requests: requests.into(),
+            users: ctx.topic("users"),
+            templates: ctx.topic("templates"),
+            feedback: ctx.topic("token-feedback"),
+            routed: ctx.topic("stage-preferences"),
+            deduped: ctx.topic("stage-deduped"),
+            rendered: ctx.topic("stage-rendered"),
+            limited: ctx.topic("stage-limited"),
+            channels: ["apns", "fcm", "sms", "email"].map(|c| ctx.topic(&format!("channel-{c}"))),
+            status: ctx.topic("status"),
+            deferred: ctx.topic("deferred"),
+            dlq: dlq.into(),
+        }
+    }
+
+    /// Inputs written by the harness (plain timestamps), outputs stamped at append.
+    pub fn topics(&self) -> (Vec<String>, Vec<String>) {
+        let inputs = vec![
+            self.users.clone(),
+            self.templates.clone(),
+            self.feedback.clone(),
+        ];
+        let mut outputs = vec![
+            self.routed.clone(),
+            self.deduped.clone(),
+            self.rendered.clone(),
+            self.limited.clone(),
+            self.status.clone(),
+            self.deferred.clone(),
+        ];
+        outputs.extend(self.channels.iter().cloned());
+        (inputs, outputs)
+    }
+}
+
+/// One profile per user: push device, e-mail and phone, a few opt-outs.
+pub async fn fill_reference_data(
+    kafka: &Kafka,
+    codec: &AvroCodec,
+    chain: &Chain,
+    users: u64,
+) -> anyhow::Result<()> {
+    let mut out = Pipelined::new(bulk_producer(&kafka.bootstrap)?);
+    for i in 0..users {
+        let id = user_id(i);
+        let profile = UserProfile {
+            user_id: id.clone(),
+            email: Some(format!("{id}@example.com")),
+            phone: Some(format!("+4915{:09}", i)),
+            devices: vec![Device {
+                token: format!("{:064x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                platform: if i % 2 == 0 {
+                    Platform::Ios
+                } else {
+                    Platform::Android
+                },
+                enabled: true,
+            }],
+            locale: "en".into(),
+            timezone: "UTC".into(),
+            opt_out_channels: if i % 20 == 0 {
+                vec![Channel::Sms]
+            } else {
+                Vec::new()
+            },
+            opt_out_categories: if i % 10 == 0 {
+                vec!["marketing".into()]
+            } else {
+                Vec::new()
+            },
+            quiet_hours: None,
+        };
+        let value = codec.encode(&chain.users, &profile).await?;
+        out.send(&chain.users, &id, &value).await?;
+    }
+    for (_, template_id) in CATEGORIES {
+        for channel in Channel::ALL {
+            let t = Template {
+                template_id: template_id.to_string(),
+                channel,
+                locale: "en".into(),
+                title: Some("Hello {{ name }}".into()),
+                body: "Your {{ amount }} for order {{ order }}: {{ link }}".into(),
+                html_body: (channel == Channel::Email)
+                    .then(|| "<p>Your <b>{{ amount }}</b> for {{ order }}</p>".into()),
+                truncate: true,
+            };
+            let value = codec.encode(&chain.templates, &t).await?;
+            out.send(&chain.templates, &t.key(), &value).await?;
+        }
+    }
+    out.flush().await
+}
+
+struct StageSpec {
+    name: &'static str,
+    input: String,
+    outputs: Vec<String>,
+    settings: Vec<(&'static str, String)>,
+    external_io: bool,
+}
+
+fn specs(c: &Chain) -> Vec<StageSpec> {
+    let s = |k: &'static str, v: &String| (k, v.clone());
+    vec![
+        StageSpec {
+            name: "preferences",
+            input: c.requests.clone(),
+            outputs: vec![c.routed.clone(), c.status.clone(), c.deferred.clone()],
+            settings: vec![
+                s("REQUESTS_TOPIC", &c.requests),
+                s("USERS_TOPIC", &c.users),
+                s("TOKEN_FEEDBACK_TOPIC", &c.feedback),
+                s("OUTPUT", &c.routed),
+                s("DEFERRED_TOPIC", &c.deferred),
+            ],
+            external_io: false,
+        },
+        StageSpec {
+            name: "dedup",
+            input: c.routed.clone(),
+            outputs: vec![c.deduped.clone(), c.status.clone()],
+            settings: vec![s("INPUT", &c.routed), s("OUTPUT", &c.deduped)],
+            external_io: true,
+        },
+        StageSpec {
+            name: "templates",
+            input: c.deduped.clone(),
+            outputs: vec![c.rendered.clone(), c.status.clone()],
+            settings: vec![
+                s("INPUT", &c.deduped),
+                s("OUTPUT", &c.rendered),
+                s("TEMPLATES_TOPIC", &c.templates),
+            ],
+            external_io: false,
+        },
+        StageSpec {
+            name: "ratelimit",
+            input: c.rendered.clone(),
+            outputs: vec![c.limited.clone(), c.status.clone()],
+            settings: vec![
+                s("INPUT", &c.rendered),
+                s("OUTPUT", &c.limited),
+                // One realistic rule: at most 100 sends per user per hour over all channels.
+                ("RULES", "[{ max = 100, window_secs = 3600 }]".into()),
+            ],
+            external_io: true,
+        },
+        StageSpec {
+            name: "fanout",
+            input: c.limited.clone(),
+            outputs: c
+                .channels
+                .iter()
+                .cloned()
+                .chain([c.status.clone()])
+                .collect(),
+            settings: vec![
+                s("INPUT", &c.limited),
+                s("APNS_TOPIC", &c.channels[0]),
+                s("FCM_TOPIC", &c.channels[1]),
+                s("SMS_TOPIC", &c.channels[2]),
+                s("EMAIL_TOPIC", &c.channels[3]),
+            ],
+            external_io: false,
+        },
+    ]
+}
+
+/// Runs every stage of the chain in order; a stage that fails is reported and ends the chain
+/// (the next has no input).
+pub async fn run(
+    ctx: &Ctx,
+    chain: &Chain,
+    keyspace: &str,
+) -> Vec<(String, anyhow::Result<StageResult>)> {
+    let mut results = Vec::new();
+    for spec in specs(chain) {
+        tracing::info!(stage = spec.name, "stage alone");
+        let r = run_one(ctx, chain, keyspace, &spec).await;
+        let failed = r.is_err();
+        results.push((spec.name.to_string(), r));
+        if failed {
+            break;
+        }
+    }
+    results
+}
+
+async fn run_one(
+    ctx: &Ctx,
+    chain: &Chain,
+    keyspace: &str,
+    spec: &StageSpec,
+) -> anyhow::Result<StageResult> {
+    let records = ctx.kafka.scan(&spec.input, |_| {})?;
+    let upper = spec.name.to_ascii_uppercase();
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "NOTIFY_KAFKA__BOOTSTRAP_SERVERS".into(),
+            ctx.kafka.bootstrap.clone(),
+        ),
+        ("NOTIFY_REGISTRY__URL".into(), ctx.registry.clone()),
+        ("NOTIFY_CQL__KEYSPACE".into(), keyspace.into()),
+        ("NOTIFY_RUNTIME__STATUS_TOPIC".into(), chain.status.clone()),
+        ("NOTIFY_RUNTIME__DLQ_TOPIC".into(), chain.dlq.clone()),
+    ];
+    for (k, v) in &spec.settings {
+        env.push((format!("NOTIFY_PROCESSORS__{upper}__{k}"), v.clone()));
+    }
+    let prefix = format!("{}-stage", ctx.run_id);
+    let mut running = stage::spawn(&ctx.notify_bin, spec.name, &prefix, &env, &spec.outputs)?;
+    let drained = running
+        .drain(
+            &ctx.kafka,
+            records as i64,
+            records,
+            ctx.drain_timeout(records),
+        )
+        .await;
+    let peak = running.peak_rss_mib();
+    let samples = running.stop().await?;
+    Ok(StageResult {
+        drain: drained?,
+        peak_rss_mib: peak,
+        external_io: spec.external_io,
+        samples,
+    })
+}
