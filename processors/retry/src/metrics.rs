@@ -20,6 +20,8 @@ pub struct RetryMetrics {
     /// From the failure (or not-before) to the return, per step.
     pub wait: HistogramVec,
     pub held: IntGauge,
+    /// A partition paused because it holds `max_held_per_partition` records.
+    pub pauses: IntCounterVec,
 }
 
 impl RetryMetrics {
@@ -45,6 +47,11 @@ impl RetryMetrics {
             "Failure (or not-before) to return, per ladder step",
             &["step"],
         );
+        let pauses = base.counter_vec(
+            "partition_pauses_total",
+            "Partitions paused because they hold the most records allowed in memory",
+            &["topic"],
+        );
         let held = IntGauge::new(base.name("held_records"), "Records waiting in memory")
             .expect("valid metric");
         base.registry
@@ -65,6 +72,7 @@ impl RetryMetrics {
         }
         for topic in settings.input_topics() {
             base.records_consumed.with_label_values(&[topic.as_str()]);
+            pauses.with_label_values(&[topic.as_str()]);
         }
         RetryMetrics {
             base,
@@ -73,6 +81,7 @@ impl RetryMetrics {
             expired,
             wait,
             held,
+            pauses,
         }
     }
 }

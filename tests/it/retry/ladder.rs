@@ -217,3 +217,56 @@ async fn records_come_back_to_their_origin_when_due() {
     );
     stop(token, running).await;
 }
+
+/// A partition that holds the most records allowed is paused and resumed as they drain;
+/// nothing is lost or returned twice on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_holding_too_many_is_paused_and_loses_nothing() {
+    const N: usize = 40;
+    let mut l = Ladder::new("retry_pause", &[1_000]).await;
+    if let Some(toml::Value::Table(t)) = l.config.processors.get_mut(notify_retry::NAME) {
+        t.insert("max_held_per_partition".into(), toml::Value::Integer(4));
+    }
+    let failed_at = now_ms();
+    for i in 0..N {
+        let headers = failure_headers(&l.origin, 1, failed_at);
+        // One key: one partition.
+        produce_with(
+            &l.env,
+            &l.steps[0],
+            "same",
+            &message(&format!("evt-{i}")),
+            &headers,
+        )
+        .await;
+    }
+    let (token, running) = l.start().await;
+    let reader = l.env.reader(&l.origin);
+    let mut back = reader.raw(N, Duration::from_secs(60));
+    back.extend(reader.raw_until_quiet(Duration::from_secs(2), Duration::from_secs(5)));
+    let values = decode_all::<ChannelMessage>(&l.env.codec, back.clone()).await;
+    let mut ids: Vec<String> = values.into_iter().map(|r| r.value.event_id).collect();
+    ids.sort();
+    let mut expected: Vec<String> = (0..N).map(|i| format!("evt-{i}")).collect();
+    expected.sort();
+    assert_eq!(ids, expected, "each record back exactly once");
+    for m in &back {
+        let waited = number(&headers_of(m), h::FORWARDED_AT) - failed_at;
+        assert!(waited >= 1_000, "back after {waited} ms");
+    }
+    let metrics = running.metrics.render();
+    let pauses = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(&format!(
+                "notify_retry_partition_pauses_total{{topic=\"{}\"}} ",
+                l.steps[0]
+            ))
+        })
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(
+        pauses.is_some_and(|p| p >= 1),
+        "the partition was paused: {metrics}"
+    );
+    stop(token, running).await;
+}

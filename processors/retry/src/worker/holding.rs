@@ -85,7 +85,9 @@ impl Worker {
         };
         match result {
             Ok(()) if pause => {
-                self.paused.insert(p.clone());
+                if self.paused.insert(p.clone()) {
+                    self.metrics.pauses.with_label_values(&[&p.0]).inc();
+                }
             }
             Ok(()) => {
                 self.paused.remove(p);
