@@ -25,32 +25,17 @@ stop_all() {
 }
 trap stop_all EXIT INT TERM
 
-# The sandbox writes credentials and a [processors.deliver-*] config that points at it.
-$NOTIFY sandbox --listen "$SANDBOX_LISTEN" --creds-dir "$RUN/creds" >"$RUN/sandbox.log" 2>&1 &
+# dev/notify.toml points the delivery processors at the sandbox (credentials in .run/creds,
+# account ids pinned by `notify sandbox`) and e-mail at the local SMTP server.
+export NOTIFY_CONFIG=$ROOT/dev/notify.toml
+$NOTIFY sandbox --listen "$SANDBOX_LISTEN" --creds-dir "$ROOT/.run/creds" >"$RUN/sandbox.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do
-  [ -f "$RUN/creds/delivery.toml" ] && curl -sf "$SANDBOX/sandbox/messages" >/dev/null && break
+  curl -sf "$SANDBOX/sandbox/messages" >/dev/null && break
   sleep 0.2
 done
-[ -f "$RUN/creds/delivery.toml" ] || { cat "$RUN/sandbox.log"; echo "[dev] the sandbox did not start"; exit 1; }
+curl -sf "$SANDBOX/sandbox/messages" >/dev/null || { cat "$RUN/sandbox.log"; echo "[dev] the sandbox did not start"; exit 1; }
 curl -sf -X DELETE "$SANDBOX/sandbox/messages" >/dev/null || true
-
-# One configuration: dev/notify.toml, the sandbox's provider tables, e-mail through the local
-# SMTP server instead of the SendGrid stand-in.
-export NOTIFY_CONFIG=$RUN/notify.toml
-{
-  cat dev/notify.toml
-  echo
-  sed '/^\[processors.deliver-email.provider\]/,$d' "$RUN/creds/delivery.toml"
-  cat <<EOT
-[processors.deliver-email.provider]
-kind = "smtp"
-from = "Notify <notify@example.com>"
-smtp_host = "127.0.0.1"
-smtp_port = ${NOTIFY_SMTP_PORT:-12525}
-smtp_security = "none"
-EOT
-} >"$NOTIFY_CONFIG"
 
 $NOTIFY topics apply --replication-factor 1
 $NOTIFY schemas register >/dev/null && echo "[dev] schemas registered"

@@ -5,5 +5,6 @@ pub mod produce;
 pub mod run;
 pub mod sandbox;
 pub mod schemas;
+pub mod status;
 pub mod templates;
 pub mod topics;

@@ -64,6 +64,23 @@ enum Command {
         #[arg(long)]
         topic: Option<String>,
     },
+    /// Show outcomes from the status topic (every stage's decisions), decoded.
+    Status {
+        /// Only this event.
+        #[arg(long)]
+        event_id: Option<String>,
+        /// Only this user.
+        #[arg(long)]
+        user_id: Option<String>,
+        /// Keep printing new outcomes until Ctrl-C.
+        #[arg(long, short)]
+        follow: bool,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "notify.status.v1")]
+        topic: String,
+    },
     /// Serve the provider sandbox (APNs, FCM, Twilio, SendGrid stand-ins) until Ctrl-C.
     Sandbox {
         #[arg(long, default_value = "127.0.0.1:18443")]
@@ -212,6 +229,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 report.applied.len(),
                 report.already_applied.len()
             );
+            Ok(())
+        }
+        Command::Status { event_id, user_id, follow, json, topic } => {
+            let filter = notify_cli::status::StatusFilter { event_id, user_id };
+            let n = notify_cli::status::show(&config, &topic, &filter, follow, json).await?;
+            eprintln!("{n} outcomes");
             Ok(())
         }
         Command::Sandbox { listen, creds_dir } => {
