@@ -11,7 +11,12 @@ if [ -z "$HELM" ]; then
   else
     HELM=$ROOT/.cache/bin/helm
     if [ ! -x "$HELM" ]; then
-      command -v go >/dev/null || { echo "[helm] error: helm or go is required" >&2; exit 1; }
+      if ! command -v go >/dev/null; then
+        # The README's machine has no Go: say so loudly; CI sets NOTIFY_REQUIRE_HELM=1.
+        echo "[helm] SKIPPED: neither helm nor go is installed (the chart was not checked)" >&2
+        [ "${NOTIFY_REQUIRE_HELM:-0}" = 1 ] && exit 1
+        exit 0
+      fi
       echo "[helm] installing helm into .cache/bin" >&2
       GOBIN=$ROOT/.cache/bin go install helm.sh/helm/v3/cmd/helm@latest
     fi
