@@ -7,7 +7,7 @@ use notify_runtime::records::Channel;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawRule")]
 pub struct Rule {
     /// The channel counted; absent counts every channel together.
     #[serde(default)]
@@ -18,6 +18,33 @@ pub struct Rule {
     /// Sends allowed within any window of `window_secs`.
     pub max: u32,
     pub window_secs: u64,
+}
+
+/// A rule as written, checked on the way in so that `--check-config` reports a bad one.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    #[serde(default)]
+    channel: Option<Channel>,
+    #[serde(default)]
+    category: Option<String>,
+    max: u32,
+    window_secs: u64,
+}
+
+impl TryFrom<RawRule> for Rule {
+    type Error = String;
+
+    fn try_from(r: RawRule) -> Result<Rule, String> {
+        let rule = Rule {
+            channel: r.channel,
+            category: r.category,
+            max: r.max,
+            window_secs: r.window_secs,
+        };
+        validate(std::slice::from_ref(&rule)).map_err(|e| e.join("; "))?;
+        Ok(rule)
+    }
 }
 
 impl Rule {
@@ -124,6 +151,9 @@ mod tests {
         assert!(
             toml::from_str::<T>("[[rules]]\nmax = 1\nwindow_secs = 1\nchanel = \"SMS\"").is_err()
         );
+        let zero = toml::from_str::<T>("[[rules]]\nmax = 1\nwindow_secs = 0").err();
+        let zero = zero.map(|e| e.to_string()).unwrap_or_default();
+        assert!(zero.contains("window_secs must be at least 1"), "{zero}");
     }
 
     #[test]
