@@ -255,7 +255,7 @@ async fn run_one(
             &ctx.kafka,
             records as i64,
             records,
-            ctx.drain_timeout(records),
+            ctx.stage_timeout(records),
         )
         .await;
     let peak = running.peak_rss_mib();

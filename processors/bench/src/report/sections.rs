@@ -152,8 +152,10 @@ pub fn pending(md: &mut String) -> std::fmt::Result {
     writeln!(
         md,
         "\n## Whole pipeline, open loop at 25/50/75/90% of max, to the provider sandbox\n\n\
-         not measured yet: the harness does not drive the whole pipeline with delivery to the \
-         sandbox yet (see the follow-up in the report of issue 7)."
+         **Not measured yet**: the harness does not yet drive the whole pipeline (every stage \
+         plus deliver-* against the sandbox). The stage table above bounds it: the pipeline \
+         cannot sustain more than its slowest stage, so the 10,000/s target cannot be met \
+         until the slowest stage reaches it."
     )
 }
 
