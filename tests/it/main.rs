@@ -4,8 +4,10 @@
 mod dedup;
 mod delivery;
 mod foundation;
+mod pipeline;
 mod retry;
 mod stages_filter;
 mod stages_render;
 mod table;
 mod tools;
+mod zz_scratch_measure;

@@ -17,7 +17,6 @@ use notify_runtime::{Output, ProcessError, Processor, RecordMeta, now_ms};
 use serde::Deserialize;
 
 use decide::{Context, Decision, decide};
-use feedback::InvalidTokens;
 
 pub const NAME: &str = "preferences";
 
@@ -50,7 +49,8 @@ pub type Settings = PreferencesSettings;
 
 pub struct Preferences {
     pub profiles: Table<UserProfile>,
-    pub invalid_tokens: InvalidTokens,
+    /// Tokens providers reported invalid, one row per user and token.
+    pub invalid_tokens: Table<notify_runtime::records::TokenFeedback>,
     pub settings: Settings,
     pub status_topic: String,
     /// Requests and profiles have the same partition count: load only our partitions.
@@ -89,12 +89,20 @@ impl Processor for Preferences {
         }
         // Every profile update written before this moment must be visible to this request.
         let timeout = Duration::from_millis(self.settings.table_sync_timeout_ms);
+        let now = Instant::now();
         let synced = if self.co_partitioned {
-            self.profiles
-                .sync_partition(meta.partition, Instant::now(), timeout)
-                .await
+            let (profiles, tokens) = tokio::join!(
+                self.profiles.sync_partition(meta.partition, now, timeout),
+                self.invalid_tokens
+                    .sync_partition(meta.partition, now, timeout),
+            );
+            profiles && tokens
         } else {
-            self.profiles.sync(Instant::now(), timeout).await
+            let (profiles, tokens) = tokio::join!(
+                self.profiles.sync(now, timeout),
+                self.invalid_tokens.sync(now, timeout),
+            );
+            profiles && tokens
         };
         if !synced {
             return Err(ProcessError::transient("profile table not caught up"));
@@ -114,7 +122,7 @@ impl Processor for Preferences {
                 }
             },
         };
-        let invalid = |token: &str| self.invalid_tokens.is_invalid(user, token);
+        let invalid = |token: &str| feedback::is_invalid(&self.invalid_tokens, user, token);
         let cx = Context {
             profile: profile.as_deref(),
             token_invalid: &invalid,
@@ -149,6 +157,7 @@ impl Processor for Preferences {
         if self.co_partitioned {
             let ps: Vec<i32> = partitions.iter().map(|(_, p)| *p).collect();
             self.profiles.assign(&ps);
+            self.invalid_tokens.assign(&ps);
         }
     }
 
@@ -156,6 +165,7 @@ impl Processor for Preferences {
         if self.co_partitioned {
             let ps: Vec<i32> = partitions.iter().map(|(_, p)| *p).collect();
             self.profiles.revoke(&ps);
+            self.invalid_tokens.revoke(&ps);
         }
     }
 }
@@ -164,17 +174,20 @@ impl Processor for Preferences {
 pub async fn build(config: &notify_runtime::Config) -> Result<Preferences, RuntimeError> {
     let settings: Settings = config.processor(NAME)?;
     let profiles = Table::<UserProfile>::new(config, &settings.users_topic).await?;
-    let co_partitioned = partition_count(config, &settings.requests_topic)?
-        == partition_count(config, &settings.users_topic)?;
+    let invalid_tokens = feedback::table(config, &settings.token_feedback_topic).await?;
+    let requests = partition_count(config, &settings.requests_topic)?;
+    let co_partitioned = requests == partition_count(config, &settings.users_topic)?
+        && requests == partition_count(config, &settings.token_feedback_topic)?;
     if !co_partitioned {
         tracing::warn!(
-            "{} and {} differ in partitions: loading every profile on every instance",
+            "{}, {} and {} differ in partitions: loading every profile on every instance",
             settings.requests_topic,
-            settings.users_topic
+            settings.users_topic,
+            settings.token_feedback_topic
         );
         profiles.assign_all();
+        invalid_tokens.assign_all();
     }
-    let invalid_tokens = InvalidTokens::follow(config, &settings.token_feedback_topic).await?;
     Ok(Preferences {
         profiles,
         invalid_tokens,

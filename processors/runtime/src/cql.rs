@@ -29,6 +29,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_delivery.cql",
         include_str!("../../../schemas/cql/0004_delivery.cql"),
     ),
+    (
+        "0005_dedup_claims.cql",
+        include_str!("../../../schemas/cql/0005_dedup_claims.cql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

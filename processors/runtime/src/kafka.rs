@@ -59,6 +59,9 @@ pub fn producer_config(config: &Config) -> ClientConfig {
         ("acks", "all"),
         ("linger.ms", "5"),
         ("compression.type", "lz4"),
+        // The Java client's partitioner: records keyed by user id land on the same partition
+        // whichever language produced them, which co-partitioned tables rely on.
+        ("partitioner", "murmur2_random"),
         ("statistics.interval.ms", "0"),
     ];
     for (k, v) in defaults {

@@ -37,8 +37,13 @@ struct Watermark {
     high: i64,
 }
 
+/// Which row a record goes to: by default its Kafka key; a table may derive it from the value
+/// (several rows per key, e.g. one per device token of a user).
+pub type RowKey<V> = fn(&str, &V) -> String;
+
 struct Inner<V> {
     topic: String,
+    row_key: RowKey<V>,
     consumer: Arc<StreamConsumer>,
     partitions: RwLock<HashMap<i32, Partition<V>>>,
     watermarks: HashMap<i32, Arc<tokio::sync::Mutex<Option<Watermark>>>>,
@@ -62,6 +67,16 @@ impl<V> Clone for Table<V> {
 impl<V: AvroRecord> Table<V> {
     /// Creates the table and starts its reader; no partition is read until assigned.
     pub async fn new(config: &Config, topic: &str) -> Result<Table<V>, RuntimeError> {
+        Self::keyed_by(config, topic, |key, _| key.to_string()).await
+    }
+
+    /// As [`Table::new`], with rows keyed by `row_key(record key, value)`. A tombstone removes
+    /// the row named by the record key alone.
+    pub async fn keyed_by(
+        config: &Config,
+        topic: &str,
+        row_key: RowKey<V>,
+    ) -> Result<Table<V>, RuntimeError> {
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &config.kafka.bootstrap_servers)
@@ -94,6 +109,7 @@ impl<V: AvroRecord> Table<V> {
             AvroCodec::new(&config.registry).map_err(|e| RuntimeError::Registry(e.to_string()))?;
         let inner = Arc::new(Inner {
             topic: topic.to_string(),
+            row_key,
             consumer,
             partitions: RwLock::new(HashMap::new()),
             watermarks: partition_ids
@@ -311,7 +327,7 @@ async fn read_loop<V: AvroRecord>(inner: std::sync::Weak<Inner<V>>, codec: AvroC
             if let Some(p) = state.get_mut(&msg.partition()) {
                 match (key, value, msg.payload().is_none()) {
                     (Some(k), Some(v), _) => {
-                        p.rows.insert(k, v);
+                        p.rows.insert((table.row_key)(&k, &v), v);
                     }
                     (Some(k), None, true) => {
                         p.rows.remove(&k);
