@@ -18,7 +18,7 @@ if [ -z "$HELM" ]; then
         exit 0
       fi
       echo "[helm] installing helm into .cache/bin" >&2
-      GOBIN=$ROOT/.cache/bin go install helm.sh/helm/v3/cmd/helm@latest
+      GOBIN=$ROOT/.cache/bin go install helm.sh/helm/v3/cmd/helm@v3.22.0
     fi
   fi
 fi
