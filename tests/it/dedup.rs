@@ -244,3 +244,71 @@ async fn sigkill_at_random_points_leaves_one_copy_per_id() {
     assert!(statuses.get("Accepted").copied().unwrap_or(0) >= distinct.len());
     assert!(statuses.get("Duplicate").copied().unwrap_or(0) >= N - distinct.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_cql_ledger_conforms() {
+    let env = TestEnv::new("dedup_batched_ledger").await;
+    let session = std::sync::Arc::new(env.keyspace().await);
+    // Two buckets: the ten concurrent claims of one id and the other ids share batches.
+    let ledger = notify_dedup::BatchLedger::new(
+        session,
+        &env.config.cql.keyspace,
+        Duration::from_secs(3600),
+        Duration::from_secs(5),
+        2,
+        64,
+    )
+    .await
+    .expect("ledger prepares");
+    notify_dedup::ledger::conformance(&ledger, "batched-")
+        .await
+        .expect("conforms");
+
+    // One partition: a batch mixing a taken id with new ones decides each of them.
+    let session = std::sync::Arc::new(env.keyspace().await);
+    let one = notify_dedup::BatchLedger::new(
+        session,
+        &env.config.cql.keyspace,
+        Duration::from_secs(3600),
+        Duration::from_secs(5),
+        1,
+        64,
+    )
+    .await
+    .expect("ledger prepares");
+    let claim = |id: &str, owner: &str| notify_dedup::Claim {
+        event_id: id.into(),
+        owner: owner.into(),
+        out_partition: 1,
+        scan_from: 7,
+        at_ms: 5,
+    };
+    use notify_dedup::{Claimed, Ledger};
+    assert_eq!(
+        one.claim(&claim("m-a", "t/0/1")).await.unwrap(),
+        Claimed::New
+    );
+    let claims = [
+        claim("m-a", "t/1/1"),
+        claim("m-b", "t/1/2"),
+        claim("m-a", "t/0/1"),
+        claim("m-c", "t/1/3"),
+    ];
+    let answers = futures::future::join_all(claims.iter().map(|c| one.claim(c))).await;
+    let answers: Vec<Claimed> = answers.into_iter().map(|a| a.expect("answered")).collect();
+    assert_eq!(
+        answers,
+        vec![
+            Claimed::Taken {
+                owner: "t/0/1".into(),
+                at_ms: 5
+            },
+            Claimed::New,
+            Claimed::Mine {
+                out_partition: 1,
+                scan_from: 7
+            },
+            Claimed::New,
+        ]
+    );
+}

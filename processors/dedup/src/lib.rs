@@ -10,6 +10,7 @@
 //! If the database is unreachable the record is retried (the lane holds, fetching pauses):
 //! nothing passes without a ledger decision.
 
+pub mod batch_ledger;
 pub mod cache;
 pub mod cql_ledger;
 pub mod downstream;
@@ -24,6 +25,7 @@ use notify_runtime::records::RoutedNotification;
 use notify_runtime::runner::RuntimeError;
 use serde::Deserialize;
 
+pub use batch_ledger::BatchLedger;
 pub use cache::ClaimCache;
 pub use cql_ledger::CqlLedger;
 pub use downstream::Downstream;
@@ -43,6 +45,15 @@ pub struct DedupSettings {
     pub cql_timeout_ms: u64,
     /// Ids remembered in memory per cache generation (two generations); 0 disables it.
     pub cache_entries: usize,
+    /// Records processed at once by this stage (replaces `runtime.lanes` when larger). A
+    /// claim is one Paxos round trip that waits on the database, not on this process's CPU,
+    /// so concurrency, not cores, bounds the stage; 0 keeps `runtime.lanes`.
+    pub lanes: usize,
+    /// Partitions of the batched ledger (`dedup_claims`); 0 selects the per-id ledger
+    /// (`dedup_ledger`, one Paxos round per id). Every instance must use the same value.
+    pub ledger_buckets: usize,
+    /// Claims per conditional batch, at most.
+    pub max_batch: usize,
 }
 
 impl Default for DedupSettings {
@@ -53,11 +64,29 @@ impl Default for DedupSettings {
             window_secs: 7 * 24 * 3600,
             cql_timeout_ms: 2_000,
             cache_entries: 500_000,
+            lanes: 256,
+            ledger_buckets: 16,
+            max_batch: 64,
         }
     }
 }
 
 pub type Settings = DedupSettings;
+
+/// The ledger the settings select.
+pub enum DedupLedger {
+    PerId(CqlLedger),
+    Batched(BatchLedger),
+}
+
+impl Ledger for DedupLedger {
+    async fn claim(&self, claim: &Claim) -> Result<Claimed, LedgerError> {
+        match self {
+            DedupLedger::PerId(l) => l.claim(claim).await,
+            DedupLedger::Batched(l) => l.claim(claim).await,
+        }
+    }
+}
 
 /// The Kafka sink: encodes against the registry and writes through [`Downstream`].
 pub struct KafkaSink {
@@ -114,7 +143,7 @@ impl Sink for KafkaSink {
 pub async fn build(
     config: &notify_runtime::Config,
     shutdown: &notify_runtime::CancellationToken,
-) -> Result<Dedup<CqlLedger, KafkaSink>, RuntimeError> {
+) -> Result<Dedup<DedupLedger, KafkaSink>, RuntimeError> {
     let settings: Settings = config.processor(NAME)?;
     let setup = |e: &dyn std::fmt::Display| RuntimeError::Setup(e.to_string());
     let window = Duration::from_secs(settings.window_secs);
@@ -125,9 +154,29 @@ pub async fn build(
             let session = notify_runtime::cql::connect(&config.cql)
                 .await
                 .map_err(|e| e.to_string())?;
-            CqlLedger::new(Arc::new(session), &config.cql.keyspace, window, timeout)
-                .await
-                .map_err(|e| e.to_string())
+            let session = Arc::new(session);
+            let ks = &config.cql.keyspace;
+            let ledger = if settings.ledger_buckets == 0 {
+                DedupLedger::PerId(
+                    CqlLedger::new(session, ks, window, timeout)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                )
+            } else {
+                DedupLedger::Batched(
+                    BatchLedger::new(
+                        session,
+                        ks,
+                        window,
+                        timeout,
+                        settings.ledger_buckets,
+                        settings.max_batch,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?,
+                )
+            };
+            Ok::<_, String>(ledger)
         };
         match attempt.await {
             Ok(l) => break l,
@@ -156,12 +205,22 @@ pub async fn build(
     })
 }
 
+/// `config` with at least `lanes` lanes (and room in flight for them).
+pub fn with_lanes(mut config: notify_runtime::Config, lanes: usize) -> notify_runtime::Config {
+    if lanes > config.runtime.lanes {
+        config.runtime.lanes = lanes;
+        config.runtime.max_in_flight = config.runtime.max_in_flight.max(lanes * 4);
+    }
+    config
+}
+
 /// Runs dedup with `[processors.dedup]` of `config` until `shutdown`.
 pub async fn run(
     config: notify_runtime::Config,
     shutdown: notify_runtime::CancellationToken,
 ) -> Result<(), RuntimeError> {
     let settings: Settings = config.processor(NAME)?;
+    let config = with_lanes(config, settings.lanes);
     let stage = build(&config, &shutdown).await?;
     let spec = notify_runtime::RunSpec {
         name: NAME.into(),

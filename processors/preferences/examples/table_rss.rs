@@ -41,7 +41,7 @@ fn profile(i: u64) -> UserProfile {
         phone: Some(format!("+4915{i:09}")),
         devices: vec![Device {
             token: format!("{:064x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-            platform: if i % 2 == 0 {
+            platform: if i.is_multiple_of(2) {
                 Platform::Ios
             } else {
                 Platform::Android
@@ -50,12 +50,12 @@ fn profile(i: u64) -> UserProfile {
         }],
         locale: "en".into(),
         timezone: "Europe/Berlin".into(),
-        opt_out_channels: if i % 20 == 0 {
+        opt_out_channels: if i.is_multiple_of(20) {
             vec![Channel::Sms]
         } else {
             vec![]
         },
-        opt_out_categories: if i % 10 == 0 {
+        opt_out_categories: if i.is_multiple_of(10) {
             vec!["marketing".into()]
         } else {
             vec![]
@@ -78,8 +78,9 @@ async fn produce(config: &Config, topic: &str, n: u64) -> Result<(), Error> {
     for i in 0..n {
         let p = profile(i);
         let bytes = codec.encode(topic, &p).await?;
-        let record: FutureRecord<'_, str, [u8]> =
-            FutureRecord::to(topic).key(p.user_id.as_str()).payload(bytes.as_slice());
+        let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic)
+            .key(p.user_id.as_str())
+            .payload(bytes.as_slice());
         pending.push(producer.send_result(record).map_err(|(e, _)| e)?);
         if pending.len() == 20_000 {
             for d in pending.drain(..) {
