@@ -10,4 +10,3 @@ mod stages_filter;
 mod stages_render;
 mod table;
 mod tools;
-mod zz_scratch_measure;
