@@ -87,10 +87,7 @@ pub async fn start_templates(
         templates_topic: templates_topic.into(),
         ..Default::default()
     };
-    let table_config = notify_templates::table_config(config);
-    let table: Table<Template> = Table::new(&table_config, templates_topic)
-        .await
-        .expect("table");
+    let table: Table<Template> = Table::new(config, templates_topic).await.expect("table");
     table.assign_all();
     let p = notify_templates::processor(table, &settings, config);
     env.start_with(p, notify_templates::NAME, &[input], config.clone())

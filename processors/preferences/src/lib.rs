@@ -7,7 +7,7 @@ pub mod decide;
 pub mod feedback;
 pub mod quiet;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use notify_runtime::dlq::{ErrorClass, retry};
 use notify_runtime::records::{DeliveryStatus, NotificationRequest, Outcome, UserProfile};
@@ -89,7 +89,8 @@ impl Processor for Preferences {
         }
         // Every profile update written before this moment must be visible to this request.
         let timeout = Duration::from_millis(self.settings.table_sync_timeout_ms);
-        let now = Instant::now();
+        // Every profile update written before this request must be visible to it.
+        let now = notify_runtime::table::since_event(meta.timestamp_ms);
         let synced = if self.co_partitioned {
             let (profiles, tokens) = tokio::join!(
                 self.profiles.sync_partition(meta.partition, now, timeout),

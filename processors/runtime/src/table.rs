@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::Notify;
 
@@ -45,6 +45,9 @@ struct Inner<V> {
     topic: String,
     row_key: RowKey<V>,
     consumer: Arc<StreamConsumer>,
+    /// Asks for watermarks on its own connection: the broker answers a connection's requests
+    /// in order, so on the reader's connection a query would wait behind its idle long-poll.
+    watermark_client: Arc<BaseConsumer>,
     partitions: RwLock<HashMap<i32, Partition<V>>>,
     watermarks: HashMap<i32, Arc<tokio::sync::Mutex<Option<Watermark>>>>,
     progress: Notify,
@@ -62,6 +65,27 @@ impl<V> Clone for Table<V> {
             inner: self.inner.clone(),
         }
     }
+}
+
+/// How far a producer's clock may run ahead of ours, for [`since_event`].
+const CLOCK_SKEW: Duration = Duration::from_millis(200);
+
+/// The instant to sync to for a record with event time `timestamp_ms`: every table update
+/// written before the record was written must be visible, so a watermark asked for a little
+/// after that (allowing for clock skew) is enough. Under load records are read some time after
+/// they were written, so one watermark query serves many of them; a fresh record (or one
+/// without a timestamp) syncs to now.
+pub fn since_event(timestamp_ms: Option<i64>) -> Instant {
+    let now = Instant::now();
+    let Some(written) = timestamp_ms else {
+        return now;
+    };
+    let age_ms = crate::processor::now_ms() - written - CLOCK_SKEW.as_millis() as i64;
+    if age_ms <= 0 {
+        return now;
+    }
+    now.checked_sub(Duration::from_millis(age_ms as u64))
+        .unwrap_or(now)
 }
 
 impl<V: AvroRecord> Table<V> {
@@ -91,6 +115,7 @@ impl<V: AvroRecord> Table<V> {
             client.set(k, v);
         }
         let consumer: Arc<StreamConsumer> = Arc::new(client.create()?);
+        let watermark_client: Arc<BaseConsumer> = Arc::new(client.create()?);
         let metadata = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(10))
             .map_err(|e| RuntimeError::Setup(format!("table {topic}: {e}")))?;
@@ -111,6 +136,7 @@ impl<V: AvroRecord> Table<V> {
             topic: topic.to_string(),
             row_key,
             consumer,
+            watermark_client,
             partitions: RwLock::new(HashMap::new()),
             watermarks: partition_ids
                 .iter()
@@ -273,7 +299,7 @@ impl<V: AvroRecord> Table<V> {
             return Some(w.high);
         }
         let asked_at = Instant::now();
-        let consumer = self.inner.consumer.clone();
+        let consumer = self.inner.watermark_client.clone();
         let topic = self.inner.topic.clone();
         let answer = tokio::task::spawn_blocking(move || {
             consumer.fetch_watermarks(&topic, partition, timeout)

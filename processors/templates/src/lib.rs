@@ -74,31 +74,13 @@ pub fn processor<S: TemplateSource>(
     }
 }
 
-/// The configuration the template table's consumer is created with.
-///
-/// Each record waits for the table to include everything written before it (a watermark
-/// query). Kafka answers the requests of one connection in order, so that query waits behind
-/// the table's own idle fetch, which the broker holds for `fetch.wait.max.ms` (500 ms by
-/// default): 14 records/s measured. A short wait keeps the query prompt (~480 records/s);
-/// the cost is an idle fetch every 10 ms on a one-partition topic.
-pub fn table_config(config: &notify_runtime::Config) -> notify_runtime::Config {
-    let mut config = config.clone();
-    config
-        .kafka
-        .properties
-        .entry("fetch.wait.max.ms".into())
-        .or_insert_with(|| "10".into());
-    config
-}
-
 /// Runs the stage with `[processors.templates]` of `config` until `shutdown`.
 pub async fn run(
     config: notify_runtime::Config,
     shutdown: notify_runtime::CancellationToken,
 ) -> Result<(), RuntimeError> {
     let settings: Settings = config.processor(NAME)?;
-    let table: Table<Template> =
-        Table::new(&table_config(&config), &settings.templates_topic).await?;
+    let table: Table<Template> = Table::new(&config, &settings.templates_topic).await?;
     table.assign_all();
     let spec = notify_runtime::RunSpec {
         name: NAME.into(),

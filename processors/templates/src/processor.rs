@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use notify_runtime::dlq::ErrorClass;
 use notify_runtime::records::{
@@ -129,11 +129,13 @@ impl<S: TemplateSource> Processor for TemplatesProcessor<S> {
             );
             return Ok(vec![Output::status(&self.status_topic, s)]);
         }
-        // The record was written before now, so waiting for the table to include everything
-        // written before now makes a template update visible to every later request.
+        // Every template update written before this request must be visible to it.
         if !self
             .source
-            .caught_up(Instant::now(), self.sync_timeout)
+            .caught_up(
+                notify_runtime::table::since_event(meta.timestamp_ms),
+                self.sync_timeout,
+            )
             .await
         {
             return Err(ProcessError::transient("template table is not caught up"));
