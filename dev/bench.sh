@@ -5,8 +5,11 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# Capture first: `status | grep -q` under pipefail fails when grep exits early (SIGPIPE), which
+# would take a running stack for a stopped one and stop it at the end.
+stack_status=$(dev/stack.sh status || true)
 started_here=false
-if ! dev/stack.sh status | grep -q running; then started_here=true; fi
+if ! grep -q running <<<"$stack_status"; then started_here=true; fi
 cleanup() { if $started_here; then dev/stack.sh down; fi; }
 trap cleanup EXIT
 dev/stack.sh up

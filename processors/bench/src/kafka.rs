@@ -14,7 +14,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 pub const PARTITIONS: i32 = 8;
 
@@ -102,11 +102,15 @@ impl Kafka {
             .set("isolation.level", "read_committed")
             .create_with_context(QuietEof)?;
         let mut tpl = TopicPartitionList::new();
+        let mut high = Vec::with_capacity(PARTITIONS as usize);
         for p in 0..PARTITIONS {
             tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+            high.push(c.fetch_watermarks(topic, p, Duration::from_secs(5))?.1);
         }
         c.assign(&tpl)?;
-        let mut at_end = vec![false; PARTITIONS as usize];
+        // A partition is done when the consumer's position reached the high watermark seen
+        // at the start (an end-of-partition event alone can come before the first fetch).
+        let mut at_end: Vec<bool> = high.iter().map(|h| *h == 0).collect();
         let mut count = 0u64;
         let deadline = Instant::now() + Duration::from_secs(600);
         while at_end.iter().any(|e| !e) && Instant::now() < deadline {
@@ -114,9 +118,18 @@ impl Kafka {
                 Some(Ok(m)) => {
                     count += 1;
                     f(&m);
+                    let p = m.partition() as usize;
+                    if m.offset() + 1 >= high[p] {
+                        at_end[p] = true;
+                    }
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
-                    if let Some(e) = at_end.get_mut(p as usize) {
+                    let reached = c
+                        .position()
+                        .ok()
+                        .and_then(|tpl| tpl.find_partition(topic, p).map(|e| e.offset()))
+                        .is_some_and(|o| matches!(o, Offset::Offset(o) if o >= high[p as usize]));
+                    if reached && let Some(e) = at_end.get_mut(p as usize) {
                         *e = true;
                     }
                 }
