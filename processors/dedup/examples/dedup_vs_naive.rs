@@ -118,6 +118,18 @@ async fn fill(config: &Config, topic: &str, n: usize) -> Result<usize, Error> {
     Ok(distinct)
 }
 
+/// CPU seconds of this process so far (utime + stime of /proc/self/stat, 100 Hz ticks).
+fn cpu_secs() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let fields: Vec<&str> = s.rsplit(')').next()?.split_whitespace().collect();
+            let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+            Some((ticks(11)? + ticks(12)?) / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name))
@@ -125,14 +137,15 @@ fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// Runs `processor` over `input` until `n` records are consumed and acknowledged.
+/// Runs `processor` over `input` until `n` records are consumed and acknowledged; returns
+/// records/s and this process's CPU µs per record over that time.
 async fn drain<P: Processor>(
     processor: P,
     name: &str,
     config: Config,
     input: &str,
     n: usize,
-) -> Result<f64, Error> {
+) -> Result<(f64, f64), Error> {
     let token = CancellationToken::new();
     let spec = notify_runtime::RunSpec {
         name: name.into(),
@@ -144,17 +157,22 @@ async fn drain<P: Processor>(
         format!("notify_{name}_in_flight_records"),
     );
     let mut first = None;
+    let mut cpu_at_first = 0.0;
     let deadline = Instant::now() + Duration::from_secs(900);
     let rate = loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let text = running.metrics.render();
         let c = metric(&text, &consumed);
-        if c > 0.0 {
-            first.get_or_insert_with(Instant::now);
+        if c > 0.0 && first.is_none() {
+            first = Some(Instant::now());
+            cpu_at_first = cpu_secs();
         }
         if c >= n as f64 && metric(&text, &in_flight) == 0.0 {
             let secs = first.map_or(1.0, |f: Instant| f.elapsed().as_secs_f64());
-            break n as f64 / secs;
+            break (
+                n as f64 / secs,
+                (cpu_secs() - cpu_at_first) * 1e6 / n as f64,
+            );
         }
         if Instant::now() > deadline {
             return Err(format!("{name}: not drained ({c} of {n})").into());
@@ -264,11 +282,12 @@ async fn main() -> Result<(), Error> {
         };
         let mut c = config.clone();
         c.runtime.lanes = naive_lanes;
-        c.runtime.max_in_flight = c.runtime.max_in_flight.max(naive_lanes * 4);
-        let rate = drain(naive, label, c, &names[0], n).await?;
+        c.runtime.max_in_flight = c.runtime.max_in_flight.max(naive_lanes * 64);
+        let (rate, cpu) = drain(naive, label, c, &names[0], n).await?;
         results.push((
             format!("{label} ({naive_lanes} lanes)"),
             rate,
+            cpu,
             duplicates(&config, out, distinct).await?,
         ));
     }
@@ -283,17 +302,18 @@ async fn main() -> Result<(), Error> {
         ),
     );
     let stage = notify_dedup::build(&c, &CancellationToken::new()).await?;
-    let rate = drain(stage, "dedup", c, &names[0], n).await?;
+    let (rate, cpu) = drain(stage, "dedup", c, &names[0], n).await?;
     results.push((
         format!("dedup ({lanes} lanes)"),
         rate,
+        cpu,
         duplicates(&config, &names[1], distinct).await?,
     ));
 
     let base = results[0].1;
-    for (label, rate, (records, dups)) in &results {
+    for (label, rate, cpu, (records, dups)) in &results {
         println!(
-            "{label:<24} {rate:>8.0} records/s  {:>5.2}x naive  {records} out, {dups} duplicates let through",
+            "{label:<24} {rate:>8.0} records/s  {:>5.2}x naive  {cpu:>5.0} CPU µs/record  {records} out, {dups} duplicates let through",
             rate / base
         );
     }

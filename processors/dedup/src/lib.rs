@@ -205,11 +205,13 @@ pub async fn build(
     })
 }
 
-/// `config` with at least `lanes` lanes (and room in flight for them).
+/// `config` with at least `lanes` lanes and room in flight for them: the runtime gives each
+/// lane `max_in_flight / lanes` queued records, and a full lane at the head of the backlog
+/// stalls dispatch for all, so a thin share per lane starves the others.
 pub fn with_lanes(mut config: notify_runtime::Config, lanes: usize) -> notify_runtime::Config {
     if lanes > config.runtime.lanes {
         config.runtime.lanes = lanes;
-        config.runtime.max_in_flight = config.runtime.max_in_flight.max(lanes * 4);
+        config.runtime.max_in_flight = config.runtime.max_in_flight.max(lanes * 64);
     }
     config
 }
