@@ -231,7 +231,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Status { event_id, user_id, follow, json, topic } => {
+        Command::Status {
+            event_id,
+            user_id,
+            follow,
+            json,
+            topic,
+        } => {
             let filter = notify_cli::status::StatusFilter { event_id, user_id };
             let n = notify_cli::status::show(&config, &topic, &filter, follow, json).await?;
             eprintln!("{n} outcomes");

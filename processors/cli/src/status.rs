@@ -25,7 +25,13 @@ impl StatusFilter {
 
 /// Prints matching statuses from the beginning of `topic`; with `follow`, keeps going.
 /// Returns how many were printed.
-pub async fn show(config: &Config, topic: &str, filter: &StatusFilter, follow: bool, json: bool) -> anyhow::Result<usize> {
+pub async fn show(
+    config: &Config,
+    topic: &str,
+    filter: &StatusFilter,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<usize> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.kafka.bootstrap_servers)
         .set("group.id", "notify-status-viewer")
@@ -43,16 +49,23 @@ pub async fn show(config: &Config, topic: &str, filter: &StatusFilter, follow: b
     consumer.assign(&tpl)?;
     let codec = AvroCodec::new(&config.registry)?;
     if !json {
-        println!("{:<24} {:<28} {:<12} {:<15} {:<6} {:<22} {:<12} reason", "at", "event", "user", "outcome", "chan", "recipient", "stage");
+        println!(
+            "{:<24} {:<28} {:<12} {:<15} {:<6} {:<22} {:<12} reason",
+            "at", "event", "user", "outcome", "chan", "recipient", "stage"
+        );
     }
     let mut printed = 0;
     let mut position: std::collections::HashMap<i32, i64> = Default::default();
     loop {
-        let caught_up = ends.iter().all(|(p, high)| position.get(p).copied().unwrap_or(0) >= *high);
+        let caught_up = ends
+            .iter()
+            .all(|(p, high)| position.get(p).copied().unwrap_or(0) >= *high);
         if caught_up && !follow {
             return Ok(printed);
         }
-        let Some(result) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let Some(result) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
         let msg = result?;
         position.insert(msg.partition(), msg.offset() + 1);
         let status = match codec.decode::<DeliveryStatus>(msg.payload()).await {
@@ -83,7 +96,10 @@ fn print_row(s: &DeliveryStatus) {
         at,
         s.event_id,
         s.user_id,
-        serde_json::to_value(s.outcome).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+        serde_json::to_value(s.outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
         s.channel.as_deref().unwrap_or("-"),
         s.recipient.as_deref().unwrap_or("-"),
         s.stage,
