@@ -112,6 +112,23 @@ pub fn ceiling_and_hops(md: &mut String, r: &Report) -> std::fmt::Result {
             )?;
         }
     }
+    if let Some(h) = r.hops.iter().find(|h| h.label == "hop-raw") {
+        let cpu_bound = 1e6 / h.drain.cpu_us_per_record.max(0.001);
+        writeln!(
+            md,
+            "\nWhat limits the hop: its own CPU would allow about {cpu_bound:.0} records/s on one \
+             core ({:.1} µs/record), so it is not CPU-bound. By Little's law the runtime's \
+             in-flight bound (`runtime.max_in_flight` = 2,000 by default) divided by the \
+             produce acknowledgement latency caps it: at {:.0} records/s, 2,000 records in \
+             flight means about {:.0} ms per round trip, the order of ProducerPerformance's own \
+             p50 with acks=all on this loaded broker ({:.0} ms). A larger `max_in_flight` (or \
+             a lower `linger.ms` once the broker is less loaded) is the lever to try first.",
+            h.drain.cpu_us_per_record,
+            h.drain.rate,
+            2_000.0 * 1_000.0 / h.drain.rate.max(1.0),
+            c.producer_p50_ms
+        )?;
+    }
     targets(md, r)
 }
 
