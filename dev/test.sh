@@ -6,7 +6,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 dev/setup.sh
 started_here=false
-if ! dev/stack.sh status | grep -q running; then started_here=true; fi
+# Capture first: `status | grep -q` under pipefail reads a running stack as stopped.
+stack_status=$(dev/stack.sh status)
+if ! grep -q running <<<"$stack_status"; then started_here=true; fi
 cleanup() { if $started_here; then dev/stack.sh down; fi; }
 trap cleanup EXIT
 dev/stack.sh up
