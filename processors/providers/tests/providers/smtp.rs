@@ -13,6 +13,14 @@ fn maildir_new() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.run/smtp/maildir/new")
 }
 
+/// The stack's SMTP port (`NOTIFY_SMTP_PORT` moves it, as in dev/stack.sh).
+fn smtp_port() -> u16 {
+    std::env::var("NOTIFY_SMTP_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(12525)
+}
+
 fn client(port: u16) -> SmtpClient {
     SmtpClient::new(SmtpConfig {
         host: "127.0.0.1".into(),
@@ -39,7 +47,7 @@ async fn delivers_multipart_mail_to_the_real_server() {
     for sub in ["tmp", "new", "cur"] {
         std::fs::create_dir_all(root.join(sub)).expect("maildir folders");
     }
-    let outcome = client(12525).send(&msg).await;
+    let outcome = client(smtp_port()).send(&msg).await;
     let message_id = match outcome {
         SendOutcome::Sent { provider_id } => provider_id,
         other => panic!("expected Sent (is dev/stack.sh running?), got {other:?}"),
