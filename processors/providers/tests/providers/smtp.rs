@@ -101,7 +101,7 @@ async fn unreachable_server_is_retryable_and_bad_address_permanent() {
         "{outcome:?}"
     );
     let bad = message(DeliveryChannel::Email, "not an address");
-    let outcome = client(12525).send(&bad).await;
+    let outcome = client(smtp_port()).send(&bad).await;
     assert!(
         matches!(outcome, SendOutcome::Permanent { .. }),
         "{outcome:?}"
