@@ -255,7 +255,8 @@ async fn measure_stages(
     rep: &mut report::Report,
 ) -> anyhow::Result<()> {
     let keyspace = format!("bench_{}", ctx.run_id);
-    let mut config = notify_runtime::Config::default();
+    // Environment-aware (NOTIFY_CQL__NODES, ...), like the processes it starts.
+    let mut config = notify_runtime::Config::load(None)?;
     config.kafka.bootstrap_servers = ctx.kafka.bootstrap.clone();
     config.kafka.group_prefix = format!("{}-naive", ctx.run_id);
     config.registry.url = ctx.registry.clone();
