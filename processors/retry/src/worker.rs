@@ -78,22 +78,13 @@ pub(crate) async fn start(
     let producer: FutureProducer = producer_config(&config).create()?;
     let codec =
         AvroCodec::new(&config.registry).map_err(|e| RuntimeError::Registry(e.to_string()))?;
-    let http_addr = if config.http.listen.is_empty() {
-        None
-    } else {
-        let addr = http::serve(
-            &config.http.listen,
-            metrics.base.clone(),
-            health.clone(),
-            shutdown.clone(),
-        )
-        .await
-        .map_err(|source| RuntimeError::Http {
-            listen: config.http.listen.clone(),
-            source,
-        })?;
-        Some(addr)
-    };
+    let http_addr = http::serve_configured(
+        &config,
+        metrics.base.clone(),
+        health.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let mut sources: HashMap<String, Source> = settings
         .steps
         .iter()

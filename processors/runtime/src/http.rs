@@ -70,3 +70,22 @@ pub async fn serve(
     });
     Ok(addr)
 }
+
+/// Serves on `config.http.listen`, or not at all when it is empty. Returns the bound address.
+pub async fn serve_configured(
+    config: &crate::config::Config,
+    metrics: Metrics,
+    health: Health,
+    shutdown: CancellationToken,
+) -> Result<Option<std::net::SocketAddr>, crate::runner::RuntimeError> {
+    if config.http.listen.is_empty() {
+        return Ok(None);
+    }
+    serve(&config.http.listen, metrics, health, shutdown)
+        .await
+        .map(Some)
+        .map_err(|source| crate::runner::RuntimeError::Http {
+            listen: config.http.listen.clone(),
+            source,
+        })
+}

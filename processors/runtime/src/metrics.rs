@@ -124,6 +124,30 @@ impl Metrics {
         h
     }
 
+    /// Sets `consumer_lag_records` from librdkafka's statistics JSON. Parsed loosely (only the
+    /// fields used) so a field added by a newer librdkafka never loses the metric.
+    pub fn record_consumer_lag(&self, statistics: &[u8]) {
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(statistics) else {
+            return;
+        };
+        let Some(topics) = json.get("topics").and_then(|t| t.as_object()) else {
+            return;
+        };
+        for (topic, t) in topics {
+            let Some(partitions) = t.get("partitions").and_then(|p| p.as_object()) else {
+                continue;
+            };
+            for (partition, p) in partitions {
+                let lag = p.get("consumer_lag").and_then(|l| l.as_i64()).unwrap_or(-1);
+                if partition != "-1" && lag >= 0 {
+                    self.consumer_lag
+                        .with_label_values(&[topic.as_str(), partition.as_str()])
+                        .set(lag);
+                }
+            }
+        }
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

@@ -155,22 +155,8 @@ pub async fn start<P: Processor>(
     consumer.subscribe(&topics)?;
     let codec =
         AvroCodec::new(&config.registry).map_err(|e| RuntimeError::Registry(e.to_string()))?;
-    let http_addr = if config.http.listen.is_empty() {
-        None
-    } else {
-        let addr = http::serve(
-            &config.http.listen,
-            metrics.clone(),
-            health.clone(),
-            shutdown.clone(),
-        )
-        .await
-        .map_err(|source| RuntimeError::Http {
-            listen: config.http.listen.clone(),
-            source,
-        })?;
-        Some(addr)
-    };
+    let http_addr =
+        http::serve_configured(&config, metrics.clone(), health.clone(), shutdown.clone()).await?;
     let shared = Arc::new(Shared {
         consumer,
         producer,
