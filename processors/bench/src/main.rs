@@ -30,6 +30,9 @@ pub struct Args {
     /// Seconds, small counts: checks that the harness works and produces numbers (make test).
     #[arg(long)]
     quick: bool,
+    /// Which parts to measure (comma-separated); the report covers only those.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Part::ALL)]
+    only: Vec<Part>,
     /// Records pre-filled for the ceiling, the hop and each stage.
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
@@ -60,6 +63,31 @@ pub struct Args {
         default_value = "http://127.0.0.1:18081/apis/ccompat/v7"
     )]
     registry: String,
+}
+
+/// The parts of a run, in the order they are measured.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Kafka's ProducerPerformance and ConsumerPerformance.
+    Ceiling,
+    /// The no-op hop, at-least-once and transactional.
+    Hop,
+    /// Each stage alone on a pre-filled input, and dedup against the naive scheme.
+    Stages,
+}
+
+impl Part {
+    pub const ALL: [Part; 3] = [Part::Ceiling, Part::Hop, Part::Stages];
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum;
+        match self.to_possible_value() {
+            Some(v) => f.write_str(v.get_name()),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What every measurement needs.
@@ -169,7 +197,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ctx.kafka.create(&chain_out, true).await?;
     let result = measure(&args, &ctx, &root, &mut rep).await;
     let result = match result {
-        Ok(()) => measure_stages(&args, &ctx, &chain, &mut rep).await,
+        Ok(()) if args.only.contains(&Part::Stages) => {
+            measure_stages(&args, &ctx, &chain, &mut rep).await
+        }
         e => e,
     };
     ctx.kafka.delete(&topics).await;
@@ -196,16 +226,25 @@ async fn measure(
     rep: &mut report::Report,
 ) -> anyhow::Result<()> {
     let n = args.records;
-    tracing::info!(
-        records = n,
-        "ceiling: ProducerPerformance, ConsumerPerformance"
-    );
-    rep.ceiling = Some(ceiling::measure(
-        root,
-        &ctx.kafka.bootstrap,
-        &ctx.topic("ceiling"),
-        n,
-    )?);
+    if args.only.contains(&Part::Ceiling) {
+        tracing::info!(
+            records = n,
+            "ceiling: ProducerPerformance, ConsumerPerformance"
+        );
+        rep.ceiling = Some(ceiling::measure(
+            root,
+            &ctx.kafka.bootstrap,
+            &ctx.topic("ceiling"),
+            n,
+        )?);
+    }
+    if !args
+        .only
+        .iter()
+        .any(|p| [Part::Hop, Part::Stages].contains(p))
+    {
+        return Ok(());
+    }
 
     let mut workload = workload::Workload::new(42, (n / 10).max(100));
     let requests = ctx.topic("requests");
@@ -213,6 +252,9 @@ async fn measure(
     rep.record_bytes = hop::prefill(&ctx.kafka, &ctx.codec, &mut workload, &requests, n).await?;
 
     let dlq = ctx.topic("dlq");
+    if !args.only.contains(&Part::Hop) {
+        return Ok(());
+    }
     for (label, mode, txn, out) in [
         ("hop-raw", "raw", false, ctx.topic("hop-raw")),
         ("hop-avro", "avro", false, ctx.topic("hop-avro")),

@@ -21,7 +21,8 @@ fn verdict(ok: bool) -> &'static str {
 
 pub fn ceiling_and_hops(md: &mut String, r: &Report) -> std::fmt::Result {
     let Some(c) = &r.ceiling else {
-        return writeln!(md, "\n## Ceiling\n\nnot measured");
+        writeln!(md, "\n## Ceiling\n\nNot measured in this run (`--only`).")?;
+        return hops(md, r, None);
     };
     writeln!(
         md,
@@ -49,6 +50,18 @@ pub fn ceiling_and_hops(md: &mut String, r: &Report) -> std::fmt::Result {
         "\nRaw summary lines:\n\n```\n{}\n{}\n```",
         c.producer_line, c.consumer_line
     )?;
+    hops(md, r, Some(c))
+}
+
+/// The hop table; ratios to the ceiling when it was measured.
+fn hops(md: &mut String, r: &Report, c: Option<&crate::ceiling::Ceiling>) -> std::fmt::Result {
+    if r.hops.is_empty() {
+        return Ok(());
+    }
+    let vs_ceiling = |rate: f64| match c {
+        Some(c) => format!("{:.0}%", 100.0 * rate / c.producer_rate),
+        None => "-".into(),
+    };
 
     writeln!(
         md,
@@ -77,13 +90,13 @@ pub fn ceiling_and_hops(md: &mut String, r: &Report) -> std::fmt::Result {
         }
         writeln!(
             md,
-            "| {} | {} | {} | {:.1} | {:.0} | {:.0}% | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
+            "| {} | {} | {} | {:.1} | {:.0} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
             h.label,
             h.drain.records_in,
             h.drain.records_out,
             h.drain.seconds,
             h.drain.rate,
-            100.0 * h.drain.rate / c.producer_rate,
+            vs_ceiling(h.drain.rate),
             h.drain.cpu_us_per_record,
             h.peak_rss_mib,
             h.latency_rate,
@@ -112,7 +125,7 @@ pub fn ceiling_and_hops(md: &mut String, r: &Report) -> std::fmt::Result {
             )?;
         }
     }
-    if let Some(h) = r.hops.iter().find(|h| h.label == "hop-raw") {
+    if let (Some(h), Some(c)) = (r.hops.iter().find(|h| h.label == "hop-raw"), c) {
         let cpu_bound = 1e6 / h.drain.cpu_us_per_record.max(0.001);
         writeln!(
             md,
