@@ -6,6 +6,7 @@ mod ceiling;
 mod hop;
 mod kafka;
 mod naive;
+mod pipeline;
 mod plot;
 mod procfs;
 mod report;
@@ -74,10 +75,13 @@ pub enum Part {
     Hop,
     /// Each stage alone on a pre-filled input, and dedup against the naive scheme.
     Stages,
+    /// The whole pipeline against the provider sandbox: maximum rate, then open loop at
+    /// 25/50/75/90% of it.
+    Pipeline,
 }
 
 impl Part {
-    pub const ALL: [Part; 3] = [Part::Ceiling, Part::Hop, Part::Stages];
+    pub const ALL: [Part; 4] = [Part::Ceiling, Part::Hop, Part::Stages, Part::Pipeline];
 }
 
 impl std::fmt::Display for Part {
@@ -202,6 +206,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         e => e,
     };
+    if result.is_ok() && args.only.contains(&Part::Pipeline) {
+        tracing::info!("whole pipeline against the provider sandbox");
+        // A failure is reported in its section, like a stage's, not lost with the others.
+        rep.pipeline = Some(
+            pipeline::measure(&args, &ctx)
+                .await
+                .map_err(|e| format!("{e:#}")),
+        );
+    }
     ctx.kafka.delete(&topics).await;
     ctx.kafka.delete(&chain_in).await;
     ctx.kafka.delete(&chain_out).await;

@@ -43,13 +43,16 @@ pub fn draw(r: &Report, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         )
         .map(|(label, samples)| (label, smooth(&stage::timeline(samples), 5)))
         .collect();
-    let path = dir.join("throughput.png");
-    throughput(
-        &path,
-        "Output records/s over time (each processor from its start)",
-        &series,
-    )?;
-    files.push(path);
+    // A run of other parts only (`--only pipeline`) has nothing to draw here.
+    if !series.is_empty() {
+        let path = dir.join("throughput.png");
+        throughput(
+            &path,
+            "Output records/s over time (each processor from its start)",
+            &series,
+        )?;
+        files.push(path);
+    }
     let lat: Vec<(String, Vec<f64>)> = r
         .hops
         .iter()
@@ -61,14 +64,66 @@ pub fn draw(r: &Report, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
             )
         })
         .collect();
-    let path = dir.join("latency.png");
-    latency_cdf(
-        &path,
+    cdf_if_any(
+        dir.join("latency.png"),
         "No-op hop latency (created_at to output append), CDF",
         &lat,
+        &mut files,
+    )?;
+    if let Some(Ok(p)) = &r.pipeline {
+        pipeline(p, dir, &mut files)?;
+    }
+    Ok(files)
+}
+
+/// The latency CDF of `series` into `path`, unless there is nothing to draw.
+fn cdf_if_any(
+    path: PathBuf,
+    title: &str,
+    series: &[(String, Vec<f64>)],
+    files: &mut Vec<PathBuf>,
+) -> anyhow::Result<()> {
+    if !series.is_empty() {
+        latency_cdf(&path, title, series)?;
+        files.push(path);
+    }
+    Ok(())
+}
+
+/// The whole pipeline: statuses and requests per second over the run, and the end-to-end
+/// latency distribution at each load.
+fn pipeline(
+    p: &crate::pipeline::PipelineResult,
+    dir: &Path,
+    files: &mut Vec<PathBuf>,
+) -> anyhow::Result<()> {
+    let path = dir.join("pipeline-throughput.png");
+    throughput(
+        &path,
+        "Whole pipeline: terminal statuses/s and open-loop requests/s (1 s buckets)",
+        &[
+            ("terminal statuses/s".into(), p.statuses_timeline.clone()),
+            ("requests sent/s".into(), p.sent_timeline.clone()),
+        ],
     )?;
     files.push(path);
-    Ok(files)
+    let lat: Vec<(String, Vec<f64>)> = p
+        .loads
+        .iter()
+        .filter(|l| !l.latencies_ms.is_empty())
+        .map(|l| {
+            (
+                format!("{:.0}% ({:.0} requests/s)", 100.0 * l.fraction, l.rate),
+                l.latencies_ms.clone(),
+            )
+        })
+        .collect();
+    cdf_if_any(
+        dir.join("pipeline-latency.png"),
+        "Whole pipeline latency (created_at to SENT status append), CDF",
+        &lat,
+        files,
+    )
 }
 
 /// Moving average over `k` points: 100 ms samples are too jumpy to read.

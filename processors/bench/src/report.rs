@@ -21,6 +21,7 @@ pub struct Report {
     pub hops: Vec<HopResult>,
     pub stages: Vec<(String, Result<crate::stages::StageResult, String>)>,
     pub dedup: Option<dedup::Compare>,
+    pub pipeline: Option<Result<crate::pipeline::PipelineResult, String>>,
     pub elapsed_s: f64,
 }
 
@@ -41,6 +42,7 @@ impl Report {
             hops: Vec::new(),
             stages: Vec::new(),
             dedup: None,
+            pipeline: None,
             elapsed_s: 0.0,
         }
     }
@@ -78,6 +80,9 @@ impl Report {
                 Ok(s) => positive(&format!("{name} records/s"), s.drain.rate)?,
                 Err(e) => bail!("stage {name}: {e}"),
             }
+        }
+        if self.parts.contains(&Part::Pipeline) {
+            pipeline::check_complete(self.pipeline.as_ref())?;
         }
         Ok(())
     }
@@ -128,7 +133,7 @@ impl Report {
         crate::report::sections::ceiling_and_hops(md, self)?;
         dedup::stages(md, self)?;
         dedup::compare(md, self)?;
-        crate::report::sections::pending(md)?;
+        pipeline::section(md, self)?;
         writeln!(md, "\n## Plots\n")?;
         let base = out.parent().unwrap_or(Path::new("."));
         for f in files {
@@ -183,4 +188,5 @@ fn machine_facts(root: &Path) -> Vec<(String, String)> {
 }
 
 pub mod dedup;
+pub mod pipeline;
 pub mod sections;

@@ -64,7 +64,7 @@ pub fn spawn(
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(log_file(group_prefix)?);
+        .stderr(log_file(group_prefix, processor)?);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -82,15 +82,33 @@ pub fn spawn(
     })
 }
 
-/// The processor's own log, kept out of the harness's output (and there to read on failure).
-fn log_file(group_prefix: &str) -> anyhow::Result<std::fs::File> {
-    let path = std::env::temp_dir().join(format!("notify-bench-{group_prefix}.log"));
+/// The processor's own log, kept out of the harness's output (and there to read on failure);
+/// one per processor, as the pipeline runs many under one group prefix.
+fn log_file(group_prefix: &str, processor: &str) -> anyhow::Result<std::fs::File> {
+    let path = std::env::temp_dir().join(format!("notify-bench-{group_prefix}-{processor}.log"));
     std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))
 }
 
 impl Running {
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    pub fn processor(&self) -> &str {
+        &self.processor
+    }
+
+    /// The processor's Prometheus endpoint.
+    pub fn metrics_url(&self) -> &str {
+        &self.metrics_url
+    }
+
+    /// An error once the process has exited (it should run until stopped).
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait()? {
+            Some(status) => bail!("{} exited early: {status}", self.group),
+            None => Ok(()),
+        }
     }
 
     fn sample(&mut self, kafka: &Kafka) -> anyhow::Result<Sample> {
@@ -148,9 +166,7 @@ impl Running {
         let mut records_in = records_in;
         let mut complete = true;
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                bail!("{} exited early: {status}", self.group);
-            }
+            self.check_alive()?;
             tokio::time::sleep(SAMPLE_EVERY).await;
             self.sample(kafka)?;
             if last_progress_check.elapsed() >= Duration::from_millis(300) {
@@ -238,7 +254,7 @@ fn active_window(window: &[Sample], base_out: i64, last_out: i64) -> (usize, usi
 }
 
 /// A loopback port nobody listens on right now, for the processor's /metrics.
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }

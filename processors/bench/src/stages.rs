@@ -132,15 +132,16 @@ pub async fn fill_reference_data(
     out.flush().await
 }
 
-struct StageSpec {
-    name: &'static str,
-    input: String,
-    outputs: Vec<String>,
-    settings: Vec<(&'static str, String)>,
-    external_io: bool,
+/// One stage's process: its input, every topic it writes and its settings (env keys).
+pub struct StageSpec {
+    pub name: &'static str,
+    pub input: String,
+    pub outputs: Vec<String>,
+    pub settings: Vec<(&'static str, String)>,
+    pub external_io: bool,
 }
 
-fn specs(c: &Chain) -> Vec<StageSpec> {
+pub fn specs(c: &Chain) -> Vec<StageSpec> {
     let s = |k: &'static str, v: &String| (k, v.clone());
     vec![
         StageSpec {
@@ -227,14 +228,16 @@ pub async fn run(
     results
 }
 
-async fn run_one(
+/// The environment of one processor's process: the stack, the keyspace, the chain's status
+/// and dead-letter topics, and its own settings (`NOTIFY_PROCESSORS__<NAME>__<KEY>`).
+pub fn process_env(
     ctx: &Ctx,
     chain: &Chain,
     keyspace: &str,
-    spec: &StageSpec,
-) -> anyhow::Result<StageResult> {
-    let records = ctx.kafka.scan(&spec.input, |_| {})?;
-    let upper = spec.name.to_ascii_uppercase();
+    name: &str,
+    settings: &[(&'static str, String)],
+) -> Vec<(String, String)> {
+    let upper = name.to_ascii_uppercase();
     let mut env: Vec<(String, String)> = vec![
         (
             "NOTIFY_KAFKA__BOOTSTRAP_SERVERS".into(),
@@ -245,9 +248,20 @@ async fn run_one(
         ("NOTIFY_RUNTIME__STATUS_TOPIC".into(), chain.status.clone()),
         ("NOTIFY_RUNTIME__DLQ_TOPIC".into(), chain.dlq.clone()),
     ];
-    for (k, v) in &spec.settings {
+    for (k, v) in settings {
         env.push((format!("NOTIFY_PROCESSORS__{upper}__{k}"), v.clone()));
     }
+    env
+}
+
+async fn run_one(
+    ctx: &Ctx,
+    chain: &Chain,
+    keyspace: &str,
+    spec: &StageSpec,
+) -> anyhow::Result<StageResult> {
+    let records = ctx.kafka.scan(&spec.input, |_| {})?;
+    let env = process_env(ctx, chain, keyspace, spec.name, &spec.settings);
     let prefix = format!("{}-stage", ctx.run_id);
     let mut running = stage::spawn(&ctx.notify_bin, spec.name, &prefix, &env, &spec.outputs)?;
     let drained = running

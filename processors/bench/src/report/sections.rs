@@ -171,22 +171,7 @@ fn targets(md: &mut String, r: &Report) -> std::fmt::Result {
         )?;
     }
     super::dedup::targets(md, r)?;
-    writeln!(
-        md,
-        "| pipeline ≥ 10,000/s sustained, p99 ≤ 250 ms at 50% | not measured yet | open |"
-    )?;
-    Ok(())
-}
-
-pub fn pending(md: &mut String) -> std::fmt::Result {
-    writeln!(
-        md,
-        "\n## Whole pipeline, open loop at 25/50/75/90% of max, to the provider sandbox\n\n\
-         **Not measured yet**: the harness does not yet drive the whole pipeline (every stage \
-         plus deliver-* against the sandbox). The stage table above bounds it: the pipeline \
-         cannot sustain more than its slowest stage, so the 10,000/s target cannot be met \
-         until the slowest stage reaches it."
-    )
+    super::pipeline::target_rows(md, r)
 }
 
 #[cfg(test)]

@@ -1,0 +1,140 @@
+//! The whole pipeline: every processor in its own process (`notify run <name>`) on this run's
+//! private topics, delivering to a `notify sandbox` process. First the maximum rate (a
+//! pre-filled backlog of requests drained by the whole pipeline), then open-loop load at 25,
+//! 50, 75 and 90% of it: end-to-end latency (request `created_at` to the broker's append of
+//! its SENT status) and whether the backlog stayed flat.
+
+mod analyse;
+mod cpu;
+mod phases;
+mod procs;
+mod results;
+mod watch;
+
+use std::collections::BTreeMap;
+
+use crate::{Args, Ctx};
+
+/// Loads of the open-loop phases, as fractions of the maximum rate.
+pub const LOADS: [f64; 4] = [0.25, 0.5, 0.75, 0.9];
+/// Requests pre-filled at most: the whole pipeline drains a few hundred a second here, and
+/// the drain only has to be long enough to be a steady state.
+const MAX_PREFILL: u64 = 50_000;
+const QUICK_PREFILL: u64 = 300;
+
+/// One open-loop phase.
+#[derive(Debug, Clone, Default)]
+pub struct Load {
+    pub fraction: f64,
+    /// Requests/s offered.
+    pub rate: f64,
+    pub seconds: f64,
+    /// When the producer started and stopped (ms since the epoch).
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub sent: u64,
+    /// SENT append time minus `created_at`, ms, of the requests created in the phase.
+    pub latencies_ms: Vec<f64>,
+    /// Terminal statuses appended during the phase, per second.
+    pub statuses_per_s: f64,
+    /// (seconds into the phase, records waiting or in flight over all processors).
+    pub backlog: Vec<(f64, i64)>,
+    /// Least-squares backlog growth over the phase (records).
+    pub growth: f64,
+    pub sustainable: bool,
+    /// Seconds after the producer stopped until nothing waited; `drained` false at the cap.
+    pub drain_s: f64,
+    pub drained: bool,
+}
+
+/// One process of the run: its peak memory and its share of the CPU while the backlog drained.
+#[derive(Debug, Clone)]
+pub struct Process {
+    pub name: String,
+    pub processor: bool,
+    pub peak_rss_mib: f64,
+    /// Cores used from the first terminal status of the drain to the last (1.0 = one core).
+    pub cores: f64,
+    /// Records through `process()` during the drain and the seconds spent in it (a lane
+    /// waits there for the CQL database or the provider); NaN for the non-processors.
+    pub processed: f64,
+    pub process_s: f64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PipelineResult {
+    pub requests: u64,
+    pub users: u64,
+    /// False when the pre-filled backlog was not drained within the cap.
+    pub complete: bool,
+    /// Terminal statuses of the pre-filled requests, first to last, and their rate.
+    pub terminal: u64,
+    pub seconds: f64,
+    pub status_rate: f64,
+    /// Pre-filled requests over the same seconds: what the loads are fractions of.
+    pub request_rate: f64,
+    pub outcomes: BTreeMap<String, u64>,
+    /// Cores busy on the whole machine during the drain.
+    pub machine_cores: f64,
+    /// (records processed, seconds in `process()`) of each processor at the end of the drain.
+    pub process_times: Vec<Option<(f64, f64)>>,
+    pub loads: Vec<Load>,
+    pub processes: Vec<Process>,
+    /// Terminal statuses/s and requests sent/s, per second since the processors started.
+    pub statuses_timeline: Vec<(f64, f64)>,
+    pub sent_timeline: Vec<(f64, f64)>,
+    /// Why the open-loop phases did not run, when they did not.
+    pub skipped: Option<String>,
+}
+
+impl PipelineResult {
+    /// The highest offered rate whose phase kept its backlog flat.
+    pub fn max_sustainable(&self) -> Option<&Load> {
+        self.loads
+            .iter()
+            .filter(|l| l.sustainable)
+            .max_by(|a, b| a.rate.total_cmp(&b.rate))
+    }
+
+    pub fn at_half(&self) -> Option<&Load> {
+        self.loads.iter().find(|l| (l.fraction - 0.5).abs() < 1e-9)
+    }
+}
+
+/// Runs the whole measurement on private topics and a private keyspace, removed afterwards.
+pub async fn measure(args: &Args, ctx: &Ctx) -> anyhow::Result<PipelineResult> {
+    let requests = if args.quick {
+        QUICK_PREFILL
+    } else {
+        args.records.min(MAX_PREFILL)
+    };
+    let topics = procs::Topics::new(ctx);
+    let (plain, stamped) = topics.all();
+    ctx.kafka.create(&plain, false).await?;
+    ctx.kafka.create(&stamped, true).await?;
+    let keyspace = format!("bench_{}_pipe", ctx.run_id);
+    let mut config = notify_runtime::Config::load(None)?;
+    config.cql.keyspace = keyspace.clone();
+    let session = notify_runtime::cql::connect(&config.cql).await?;
+    let result = async {
+        notify_runtime::cql::migrate(&session, &config.cql).await?;
+        let plan = phases::Plan {
+            requests,
+            users: (requests / 10).max(100),
+            phase_seconds: args.latency_seconds.max(if args.quick { 2.0 } else { 1.0 }),
+            quick: args.quick,
+        };
+        phases::run(ctx, &topics, &keyspace, &plan).await
+    }
+    .await;
+    ctx.kafka.delete(&plain).await;
+    ctx.kafka.delete(&stamped).await;
+    // Its tables would otherwise stay in the shared database after every run.
+    if let Err(e) = session
+        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+        .await
+    {
+        tracing::warn!(error = %e, %keyspace, "dropping the pipeline keyspace");
+    }
+    result
+}

@@ -1,0 +1,247 @@
+//! The run itself: reference data and backlog, the processes, the drain (maximum rate), the
+//! open-loop phases, then everything read back.
+
+use std::time::Duration;
+
+use notify_runtime::{CancellationToken, now_ms};
+
+use super::procs::{Sandbox, Topics};
+use super::watch::{self, Watched};
+use super::{LOADS, Load, PipelineResult, analyse, cpu, procs, results};
+use crate::stage::Running;
+use crate::workload::Workload;
+use crate::{Ctx, hop, procfs, stages};
+
+pub struct Plan {
+    pub requests: u64,
+    pub users: u64,
+    pub phase_seconds: f64,
+    pub quick: bool,
+}
+
+impl Plan {
+    fn drain_timeout(&self) -> Duration {
+        if self.quick {
+            Duration::from_secs(45)
+        } else {
+            Duration::from_secs((60 + self.requests / 50).min(900))
+        }
+    }
+
+    fn phase_drain_timeout(&self) -> Duration {
+        if self.quick {
+            Duration::from_secs(20)
+        } else {
+            Duration::from_secs_f64((3.0 * self.phase_seconds).max(30.0))
+        }
+    }
+}
+
+/// A phase sustains its load when its backlog grew by less than this share of what was sent
+/// (plus a few records of sampling noise) and it drained afterwards.
+const GROWTH_TOLERANCE: f64 = 0.05;
+
+/// What the processes are, for the drive and the read-back.
+struct Procs<'a> {
+    running: Vec<(Running, Vec<String>)>,
+    sandbox: &'a Sandbox,
+    tracked: Vec<cpu::Tracked>,
+    samples: Vec<cpu::Sample>,
+}
+
+pub async fn run(
+    ctx: &Ctx,
+    topics: &Topics,
+    keyspace: &str,
+    plan: &Plan,
+) -> anyhow::Result<PipelineResult> {
+    let chain = &topics.chain;
+    tracing::info!(
+        requests = plan.requests,
+        users = plan.users,
+        "pipeline: reference data and backlog"
+    );
+    stages::fill_reference_data(&ctx.kafka, &ctx.codec, chain, plan.users).await?;
+    let mut workload = Workload::new(7, plan.users);
+    hop::prefill(
+        &ctx.kafka,
+        &ctx.codec,
+        &mut workload,
+        &chain.requests,
+        plan.requests,
+    )
+    .await?;
+    let dir = std::env::temp_dir().join(format!("notify-bench-{}-sandbox", ctx.run_id));
+    let log = std::env::temp_dir().join(format!("notify-bench-{}-sandbox.log", ctx.run_id));
+    let sandbox = Sandbox::start(&ctx.notify_bin, &dir, &log).await?;
+    let running = match procs::spawn_all(ctx, topics, keyspace, &sandbox).await {
+        Ok(r) => r,
+        Err(e) => {
+            sandbox.stop().await;
+            return Err(e);
+        }
+    };
+    let mut tracked: Vec<cpu::Tracked> = running
+        .iter()
+        .map(|(r, _)| cpu::Tracked {
+            label: r.processor().to_string(),
+            pid: r.pid(),
+            processor: true,
+        })
+        .collect();
+    tracked.push(cpu::Tracked {
+        label: "sandbox".into(),
+        pid: sandbox.pid(),
+        processor: false,
+    });
+    tracked.extend(cpu::stack_processes());
+    let mut p = Procs {
+        running,
+        sandbox: &sandbox,
+        tracked,
+        samples: Vec::new(),
+    };
+    let started = now_ms();
+    let mut result = PipelineResult {
+        requests: plan.requests,
+        users: plan.users,
+        ..PipelineResult::default()
+    };
+    let measured = drive(ctx, topics, plan, &mut p, &mut workload, &mut result).await;
+    let Procs {
+        running,
+        tracked,
+        samples,
+        ..
+    } = p;
+    let mut peaks: Vec<f64> = running.iter().map(|(r, _)| r.peak_rss_mib()).collect();
+    peaks.push(procfs::rss_mib(sandbox.pid()).map_or(f64::NAN, |r| r.1));
+    let stops: Vec<_> = running
+        .into_iter()
+        .map(|(r, _)| tokio::spawn(r.stop()))
+        .collect();
+    for s in stops {
+        if let Err(e) = s.await? {
+            tracing::warn!(error = %e, "stopping a pipeline processor");
+        }
+    }
+    sandbox.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    measured?;
+    let read = results::Read {
+        started,
+        tracked: &tracked,
+        peaks: &peaks,
+        samples: &samples,
+    };
+    read.into(ctx, topics, &mut result).await?;
+    Ok(result)
+}
+
+/// The drain of the pre-filled backlog, then each open-loop phase, while the processes run.
+async fn drive(
+    ctx: &Ctx,
+    topics: &Topics,
+    plan: &Plan,
+    p: &mut Procs<'_>,
+    workload: &mut Workload,
+    result: &mut PipelineResult,
+) -> anyhow::Result<()> {
+    let watched: Vec<Watched> = p
+        .running
+        .iter()
+        .map(|(r, inputs)| Watched {
+            name: r.processor().to_string(),
+            metrics_url: r.metrics_url().to_string(),
+            inputs: inputs.clone(),
+        })
+        .collect();
+    let (running, tracked, samples) = (&mut p.running, &p.tracked, &mut p.samples);
+    let mut tick = || -> anyhow::Result<()> {
+        for (r, _) in running.iter_mut() {
+            r.check_alive()?;
+        }
+        samples.push(cpu::sample(tracked));
+        Ok(())
+    };
+    tracing::info!("pipeline: draining the pre-filled backlog");
+    let (drained, _) =
+        watch::until_idle(&ctx.kafka, &watched, plan.drain_timeout(), &mut tick).await?;
+    result.complete = drained;
+    result.process_times = watch::process_times(&watched).await;
+    let statuses = analyse::statuses(ctx, &topics.chain.status).await?;
+    let terminal: Vec<i64> = statuses
+        .iter()
+        .filter(|s| analyse::terminal(s.outcome))
+        .map(|s| s.at)
+        .collect();
+    let (Some(first), Some(last)) = (terminal.first(), terminal.last()) else {
+        anyhow::bail!(
+            "the pipeline wrote no terminal status for {} requests",
+            plan.requests
+        );
+    };
+    // Requests per second of the drain: what the open-loop loads are fractions of. Cut by the
+    // cap, how many requests were through is unknown (only their statuses are counted).
+    let seconds = ((last - first) as f64 / 1_000.0).max(0.001);
+    result.request_rate = if drained {
+        plan.requests as f64 / seconds
+    } else {
+        f64::NAN
+    };
+    if !drained {
+        result.skipped = Some(format!(
+            "the pre-filled backlog was not drained within {:.0} s, so there is no steady \
+             maximum to take fractions of",
+            plan.drain_timeout().as_secs_f64()
+        ));
+        return Ok(());
+    }
+    p.sandbox.clear().await;
+    for fraction in LOADS {
+        let rate = (result.request_rate * fraction).max(1.0);
+        tracing::info!(fraction, rate, "pipeline: open-loop phase");
+        let stop = CancellationToken::new();
+        let sampler = watch::sample_backlog(
+            ctx.kafka.bootstrap.clone(),
+            watched.clone(),
+            Duration::from_millis(250),
+            stop.clone(),
+        );
+        let from_ms = now_ms();
+        let sent = hop::open_loop(
+            &ctx.kafka,
+            &ctx.codec,
+            workload,
+            &topics.chain.requests,
+            rate,
+            plan.phase_seconds,
+        )
+        .await;
+        let to_ms = now_ms();
+        stop.cancel();
+        let backlog = sampler.await??;
+        let sent = sent?;
+        let (drained, drain_s) =
+            watch::until_idle(&ctx.kafka, &watched, plan.phase_drain_timeout(), &mut tick).await?;
+        p.sandbox.clear().await;
+        let growth = watch::growth(&backlog, plan.phase_seconds);
+        let allowed = GROWTH_TOLERANCE * sent as f64 + 10.0;
+        result.loads.push(Load {
+            fraction,
+            rate,
+            seconds: plan.phase_seconds,
+            from_ms,
+            to_ms,
+            sent,
+            backlog,
+            growth,
+            // NaN growth (too few samples) is no evidence of a flat backlog.
+            sustainable: drained && growth <= allowed,
+            drain_s,
+            drained,
+            ..Load::default()
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! The pipeline's backlog: for every processor, the records on its input topics that it has
+//! not consumed yet (end offsets minus its own `records_consumed_total`), plus what it holds
+//! in flight. Its own metrics rather than committed offsets, which trail by the auto-commit
+//! interval, so a growing backlog is seen within a sample.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use notify_runtime::CancellationToken;
+
+use crate::kafka::Kafka;
+
+/// What the harness watches of one processor.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub name: String,
+    pub metrics_url: String,
+    pub inputs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Snapshot {
+    /// Records waiting on input topics, over all processors.
+    pub backlog: i64,
+    pub in_flight: i64,
+    /// False when some processor's metrics could not be read.
+    pub complete: bool,
+}
+
+impl Snapshot {
+    fn idle(&self) -> bool {
+        self.complete && self.backlog <= 0 && self.in_flight == 0
+    }
+}
+
+/// (consumed from `inputs`, in flight) from one processor's Prometheus text.
+fn parse(text: &str, name: &str, inputs: &[String]) -> (i64, i64) {
+    let prefix = format!("notify_{}_", metric_name(name));
+    let consumed = format!("{prefix}records_consumed_total{{");
+    let in_flight = format!("{prefix}in_flight_records");
+    let (mut c, mut f) = (0.0, 0.0);
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if line.starts_with(&consumed)
+            && inputs
+                .iter()
+                .any(|t| line.contains(&format!("topic=\"{t}\"")))
+        {
+            c += value;
+        } else if line.starts_with(&in_flight) {
+            f += value;
+        }
+    }
+    (c as i64, f as i64)
+}
+
+/// (records processed, seconds spent in `process()` over them) of each processor, from its
+/// `process_duration_seconds` histogram; None where the metrics could not be read.
+pub async fn process_times(procs: &[Watched]) -> Vec<Option<(f64, f64)>> {
+    let http = reqwest::Client::new();
+    let mut out = Vec::with_capacity(procs.len());
+    for p in procs {
+        let text = match http.get(&p.metrics_url).send().await {
+            Ok(r) => r.text().await.ok(),
+            Err(_) => None,
+        };
+        out.push(text.map(|t| {
+            let prefix = format!("notify_{}_process_duration_seconds", metric_name(&p.name));
+            let value = |suffix: &str| {
+                let name = format!("{prefix}_{suffix} ");
+                t.lines()
+                    .find(|l| l.starts_with(&name))
+                    .and_then(|l| l[name.len()..].trim().parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            (value("count"), value("sum"))
+        }));
+    }
+    out
+}
+
+/// A processor's name as in its metric names (`deliver-apns` -> `deliver_apns`).
+fn metric_name(processor: &str) -> String {
+    processor.replace(['-', '.'], "_")
+}
+
+pub async fn snapshot(
+    kafka: &Kafka,
+    http: &reqwest::Client,
+    procs: &[Watched],
+) -> anyhow::Result<Snapshot> {
+    let mut s = Snapshot {
+        complete: true,
+        ..Snapshot::default()
+    };
+    let mut ends: HashMap<&str, i64> = HashMap::new();
+    for p in procs {
+        let text = match http.get(&p.metrics_url).send().await {
+            Ok(r) => r.text().await.ok(),
+            Err(_) => None,
+        };
+        let Some(text) = text else {
+            s.complete = false;
+            continue;
+        };
+        let (consumed, in_flight) = parse(&text, &p.name, &p.inputs);
+        // Read after the metrics: a record appended in between counts as waiting, never as
+        // consumed twice.
+        let mut end = 0;
+        for t in &p.inputs {
+            end += match ends.get(t.as_str()) {
+                Some(e) => *e,
+                None => {
+                    let e = kafka.end_offsets(t)?;
+                    ends.insert(t, e);
+                    e
+                }
+            };
+        }
+        s.backlog += end - consumed;
+        s.in_flight += in_flight;
+    }
+    Ok(s)
+}
+
+/// Waits until nothing waits and nothing is in flight, twice in a row (a record between two
+/// processors shows as waiting on the next one's input once acknowledged). Returns whether
+/// that happened before `timeout`, and the seconds it took.
+pub async fn until_idle(
+    kafka: &Kafka,
+    procs: &[Watched],
+    timeout: Duration,
+    mut alive: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(bool, f64)> {
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    let mut idle_in_a_row = 0;
+    while start.elapsed() < timeout {
+        alive()?;
+        let s = snapshot(kafka, &http, procs).await?;
+        idle_in_a_row = if s.idle() { idle_in_a_row + 1 } else { 0 };
+        if idle_in_a_row >= 2 {
+            return Ok((true, start.elapsed().as_secs_f64()));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok((false, start.elapsed().as_secs_f64()))
+}
+
+/// Samples the backlog every `every` on its own Kafka client until `stop`, as (seconds since
+/// the start, records waiting). Runs as its own task, beside the open-loop producer.
+pub fn sample_backlog(
+    bootstrap: String,
+    procs: Vec<Watched>,
+    every: Duration,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<anyhow::Result<Vec<(f64, i64)>>> {
+    tokio::spawn(async move {
+        let kafka = Kafka::connect(&bootstrap)?;
+        let http = reqwest::Client::new();
+        let start = Instant::now();
+        let mut points = Vec::new();
+        while !stop.is_cancelled() {
+            let s = snapshot(&kafka, &http, &procs).await?;
+            if s.complete {
+                points.push((start.elapsed().as_secs_f64(), s.backlog + s.in_flight));
+            }
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+        Ok(points)
+    })
+}
+
+/// Backlog growth over a phase: the least-squares slope of the samples after the first fifth
+/// (the pipeline filling up to its steady in-flight level), times the phase length.
+pub fn growth(points: &[(f64, i64)], seconds: f64) -> f64 {
+    let from = points.len() / 5;
+    let p = &points[from..];
+    if p.len() < 2 {
+        return f64::NAN;
+    }
+    let n = p.len() as f64;
+    let mx = p.iter().map(|q| q.0).sum::<f64>() / n;
+    let my = p.iter().map(|q| q.1 as f64).sum::<f64>() / n;
+    let sxy: f64 = p.iter().map(|q| (q.0 - mx) * (q.1 as f64 - my)).sum();
+    let sxx: f64 = p.iter().map(|q| (q.0 - mx).powi(2)).sum();
+    if sxx <= 0.0 {
+        return f64::NAN;
+    }
+    sxy / sxx * seconds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_consumed_of_the_inputs_only_and_in_flight() {
+        let text = "# HELP x\n\
+            notify_deliver_apns_records_consumed_total{topic=\"in\"} 40\n\
+            notify_deliver_apns_records_consumed_total{topic=\"table\"} 7\n\
+            notify_deliver_apns_in_flight_records 3\n\
+            notify_dedup_in_flight_records 9\n";
+        assert_eq!(parse(text, "deliver-apns", &["in".to_string()]), (40, 3));
+    }
+
+    #[test]
+    fn growth_is_the_slope_over_the_phase() {
+        let rising: Vec<(f64, i64)> = (0..20).map(|i| (i as f64 * 0.5, 100 * i)).collect();
+        assert!((growth(&rising, 10.0) - 2_000.0).abs() < 1e-6);
+        let flat: Vec<(f64, i64)> = (0..20).map(|i| (i as f64 * 0.5, 50 + i % 2)).collect();
+        assert!(growth(&flat, 10.0).abs() < 20.0);
+        assert!(growth(&[(0.0, 1)], 1.0).is_nan());
+    }
+}
