@@ -194,7 +194,47 @@ pub async fn apply(
         return Ok(plan);
     }
     execute(&admin, file, &plan, replication_override).await?;
+    wait_until_visible(&admin, &plan).await?;
     Ok(plan)
+}
+
+/// Waits until the broker's metadata lists every created topic: the controller has created it
+/// when create_topics returns, but a broker may answer metadata from a slightly older view, and
+/// whoever runs next (a processor, or apply again) must see the topic.
+async fn wait_until_visible(
+    admin: &AdminClient<DefaultClientContext>,
+    plan: &[Change],
+) -> anyhow::Result<()> {
+    let created: Vec<&str> = plan
+        .iter()
+        .filter_map(|c| match c {
+            Change::Create { topic, .. } => Some(topic.as_str()),
+            _ => None,
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(10))?;
+        let missing: Vec<&str> = created
+            .iter()
+            .copied()
+            .filter(|t| {
+                !metadata
+                    .topics()
+                    .iter()
+                    .any(|m| m.name() == *t && m.error().is_none())
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!("created but still not in the broker's metadata after 30 s: {missing:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The file's configs for a topic; `min.insync.replicas` never exceeds the replication.

@@ -3,8 +3,10 @@
 //! One task reads the input topics and hands each record to a lane chosen by its key (so
 //! records with one key stay in order). A lane decodes, calls the processor, and produces the
 //! outputs; when every output is acknowledged the record's offset joins the committable
-//! prefix. When lanes are full the loop pauses its partitions and keeps polling, so a slow
-//! stage slows fetching instead of growing memory or leaving the group.
+//! prefix. When the in-flight bound is reached the loop stops taking records (librdkafka's
+//! bounded prefetch then stops fetching), so a slow stage slows fetching instead of growing
+//! memory; a stage stuck for seconds pauses its partitions and keeps polling, so it does not
+//! leave the group.
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
@@ -28,8 +30,14 @@ use crate::offsets::OffsetTracker;
 use crate::processor::Processor;
 use crate::txn::Transactions;
 
-/// Records held back (lanes full) before fetching is paused. Below it, pausing would thrash.
-const PAUSE_AT: usize = 512;
+/// Records held back (in-flight bound reached) before the loop stops taking more.
+const HOLD_AT: usize = 512;
+/// How long the loop may stop polling before it pauses its partitions instead. Not polling is
+/// free (librdkafka's bounded prefetch queue stops fetching by itself) but also delays
+/// rebalance callbacks and counts towards `max.poll.interval.ms`; pausing keeps the group
+/// served but costs a refetch after a fetch backoff (about a second) on resume, so it is only
+/// worth it for a stage that is really stuck (a dependency down), not for a busy one.
+const PAUSE_AFTER: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -202,7 +210,9 @@ async fn run_loop<P: Processor>(
     shared: Arc<Shared>,
 ) -> Result<(), RuntimeError> {
     let lanes = shared.config.runtime.lanes;
-    let per_lane = (shared.config.runtime.max_in_flight / lanes).max(1);
+    // The in-flight semaphore bounds memory; a lane's queue may take all of it, so records
+    // of one busy partition (all in one lane) never hold back records bound for other lanes.
+    let per_lane = shared.config.runtime.max_in_flight.max(1);
     let mut senders = Vec::with_capacity(lanes);
     let mut lane_tasks = Vec::with_capacity(lanes);
     for _ in 0..lanes {
@@ -222,6 +232,7 @@ async fn run_loop<P: Processor>(
 
     let mut backlog: VecDeque<OwnedMessage> = VecDeque::new();
     let mut paused = false;
+    let mut full_since: Option<tokio::time::Instant> = None;
     loop {
         // Hand out what we hold, as far as lanes and the in-flight bound allow.
         while let Some(msg) = backlog.pop_front() {
@@ -233,7 +244,16 @@ async fn run_loop<P: Processor>(
                 }
             }
         }
-        if backlog.len() >= PAUSE_AT && !paused {
+        let full = backlog.len() >= HOLD_AT;
+        let pause_at = match (full, full_since) {
+            (true, Some(since)) => since + PAUSE_AFTER,
+            (true, None) => *full_since.insert(tokio::time::Instant::now()) + PAUSE_AFTER,
+            (false, _) => {
+                full_since = None;
+                tokio::time::Instant::now() + PAUSE_AFTER
+            }
+        };
+        if full && !paused && tokio::time::Instant::now() >= pause_at {
             set_paused(&shared, true);
             paused = true;
         } else if backlog.is_empty() && paused {
@@ -243,11 +263,13 @@ async fn run_loop<P: Processor>(
         tokio::select! {
             biased;
             _ = shared.shutdown.cancelled() => break,
-            received = shared.consumer.recv() => match received {
+            // Paused partitions deliver nothing more, but polling serves rebalances.
+            received = shared.consumer.recv(), if !full || paused => match received {
                 Ok(msg) => backlog.push_back(msg.detach()),
                 Err(e) => tracing::warn!(error = %e, "consumer error"),
             },
             _ = shared.capacity.notified(), if !backlog.is_empty() => {}
+            _ = tokio::time::sleep_until(pause_at), if full && !paused => {}
         }
     }
 
