@@ -48,9 +48,41 @@ pub struct KafkaConfig {
     /// Stable per instance (pod name, host name): the transactional.id is
     /// `<group>-<instance_id>`, so a restarted instance fences its predecessor at once.
     pub instance_id: String,
+    /// librdkafka properties; numbers and booleans are taken as written (`linger.ms = 5`, or
+    /// `NOTIFY_KAFKA__PRODUCER__linger.ms=5`).
+    #[serde(deserialize_with = "scalars_as_strings")]
     pub properties: BTreeMap<String, String>,
+    #[serde(deserialize_with = "scalars_as_strings")]
     pub consumer: BTreeMap<String, String>,
+    #[serde(deserialize_with = "scalars_as_strings")]
     pub producer: BTreeMap<String, String>,
+}
+
+/// A map of librdkafka properties, whose values librdkafka takes as strings anyway.
+fn scalars_as_strings<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Int(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    let raw = BTreeMap::<String, Scalar>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Scalar::Text(s) => s,
+                Scalar::Int(i) => i.to_string(),
+                Scalar::Float(f) => f.to_string(),
+                Scalar::Bool(b) => b.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -349,6 +381,32 @@ fn parse_env_value(raw: &str) -> toml::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn librdkafka_properties_accept_numbers_and_booleans() {
+        let c = Config::load_with_env(
+            None,
+            [
+                (
+                    "NOTIFY_KAFKA__PRODUCER__linger.ms".to_string(),
+                    "7".to_string(),
+                ),
+                (
+                    "NOTIFY_KAFKA__CONSUMER__check.crcs".to_string(),
+                    "true".to_string(),
+                ),
+            ],
+        )
+        .expect("numbers and booleans are fine for librdkafka properties");
+        assert_eq!(
+            c.kafka.producer.get("linger.ms").map(String::as_str),
+            Some("7")
+        );
+        assert_eq!(
+            c.kafka.consumer.get("check.crcs").map(String::as_str),
+            Some("true")
+        );
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

@@ -35,8 +35,12 @@ pub fn consumer_config(config: &Config, group_id: &str) -> ClientConfig {
         ("auto.offset.reset", "earliest"),
         ("session.timeout.ms", "10000"),
         ("statistics.interval.ms", "5000"),
-        // Bounded prefetch: a slow stage slows fetching instead of growing memory.
-        ("queued.max.messages.kbytes", "16384"),
+        // Bounded prefetch: a slow stage slows fetching instead of growing memory. 4 MB is
+        // thousands of records; with a short backoff once it is full, fetching resumes as soon
+        // as the stage has taken some (librdkafka's default waits a whole second, which made
+        // a small queue a throughput cap).
+        ("queued.max.messages.kbytes", "4096"),
+        ("fetch.queue.backoff.ms", "20"),
         ("partition.assignment.strategy", "range"),
     ];
     for (k, v) in defaults {
