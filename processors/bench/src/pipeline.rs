@@ -17,6 +17,23 @@ use crate::{Args, Ctx};
 
 /// Loads of the open-loop phases, as fractions of the maximum rate.
 pub const LOADS: [f64; 4] = [0.25, 0.5, 0.75, 0.9];
+
+/// `runtime.lanes` for the processors that wait on the CQL database or a provider for every
+/// record (rate limits, delivery): their throughput is lanes / round trip, not CPU, so they
+/// run with more lanes than the default, as a deployment of them would.
+pub const IO_BOUND_LANES: usize = 64;
+
+/// The lanes a processor runs with in the pipeline; None when it has no runtime lanes.
+pub fn lanes_of(name: &str) -> Option<usize> {
+    match name {
+        // Dedup batches its ledger claims over its own lanes (setting `lanes`, default 256).
+        "dedup" => Some(256),
+        "retry" => None,
+        "ratelimit" => Some(IO_BOUND_LANES),
+        n if n.starts_with("deliver-") => Some(IO_BOUND_LANES),
+        _ => Some(notify_runtime::config::RuntimeConfig::default().lanes),
+    }
+}
 /// Requests pre-filled at most: the whole pipeline drains a few hundred a second here, and
 /// the drain only has to be long enough to be a steady state.
 const MAX_PREFILL: u64 = 50_000;

@@ -20,14 +20,16 @@ pub fn processes(md: &mut String, p: &PipelineResult) -> std::fmt::Result {
          one core, user+system from /proc) from the first terminal status of the drain to the \
          last. The whole machine was {:.2} of {} cores busy over the same window. Lanes \
          busy = time records spent in `process()` (waiting for the CQL database or the \
-         provider included) over lanes × drain seconds; lanes = `runtime.lanes` ({}) except \
-         dedup's own 256: near 100% the stage is bound by its concurrency, not by CPU. The \
+         provider included) over lanes × drain seconds; lanes = `runtime.lanes` ({}; {} for \
+         ratelimit and deliver-*, which wait on a round trip per record) except dedup's own \
+         256: near 100% the stage is bound by its concurrency, not by CPU. The \
          sandbox keeps every accepted message in memory (for `GET /sandbox/messages`; the \
          harness clears it after the drain and each phase), so its RSS follows the drain's \
          message count.\n",
         p.machine_cores,
         cores(),
-        notify_runtime::config::RuntimeConfig::default().lanes
+        notify_runtime::config::RuntimeConfig::default().lanes,
+        crate::pipeline::IO_BOUND_LANES
     )?;
     writeln!(
         md,
@@ -65,13 +67,9 @@ pub fn processes(md: &mut String, p: &PipelineResult) -> std::fmt::Result {
     Ok(())
 }
 
-/// Lanes of a processor: dedup sets its own (default 256); retry has its own consume loop.
+/// Lanes of a processor as the pipeline ran it; retry has its own consume loop.
 fn lanes(name: &str) -> Option<f64> {
-    match name {
-        "dedup" => Some(256.0),
-        "retry" => None,
-        _ => Some(notify_runtime::config::RuntimeConfig::default().lanes as f64),
-    }
+    crate::pipeline::lanes_of(name).map(|l| l as f64)
 }
 
 /// (mean ms a record spends in `process()`, share of lane time so spent over the drain).
