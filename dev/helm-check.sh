@@ -50,6 +50,7 @@ done
 grep -q "notify_deliver_apns_provider_errors_total" "$out/default.yaml" || fail "provider error rule"
 grep -q "path: /readyz" "$out/default.yaml" || fail "readiness probe"
 grep -q "path: /healthz" "$out/default.yaml" || fail "liveness probe"
+[ "$(grep -c "name: NOTIFY_RUNTIME__LANES" "$out/default.yaml")" -eq 5 ] || fail "lanes override for ratelimit and the four delivery processors"
 
 # External Kafka with SASL/TLS, secrets for the registry and ScyllaDB, HPA instead of KEDA.
 "$HELM" template t "$CHART" \
