@@ -75,6 +75,8 @@ pub struct HopResult {
     /// Offsets beyond the records: transaction markers, so the run was transactional.
     pub markers: i64,
     pub samples: Vec<Sample>,
+    /// Where its CPU went while it drained the pre-filled input (perf), when profiled.
+    pub profile: Option<crate::profile::Profile>,
 }
 
 pub struct HopSpec<'a> {
@@ -130,10 +132,15 @@ pub async fn run(
         &[spec.output.to_string()],
     )?;
     let timeout = ctx.drain_timeout(spec.prefilled);
+    let mut profile = None;
     let result = async {
+        let profiler = ctx.profiler(running.pid(), spec.label);
         let drain = running
             .drain(&ctx.kafka, spec.prefilled as i64, spec.prefilled, timeout)
             .await?;
+        if let Some(p) = profiler {
+            profile = p.finish().await;
+        }
         let rate = (drain.rate * spec.latency_load).max(50.0);
         let phase_start = now_ms();
         let sent = open_loop(
@@ -178,5 +185,6 @@ pub async fn run(
         latencies_ms,
         markers: end - read as i64,
         samples,
+        profile,
     })
 }

@@ -5,10 +5,10 @@
 mod ceiling;
 mod hop;
 mod kafka;
-mod naive;
 mod pipeline;
 mod plot;
 mod procfs;
+mod profile;
 mod report;
 mod stage;
 mod stages;
@@ -43,6 +43,10 @@ pub struct Args {
     /// Longest a stage may run on its input; a slower stage is reported with what it did.
     #[arg(long, default_value_t = 240)]
     stage_cap_s: u64,
+    /// Do not sample each stage with `perf` (profiling is on when perf is installed, off in
+    /// quick mode).
+    #[arg(long)]
+    no_profile: bool,
     /// Where the report goes (plots go to `plots`, linked relative to it).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -102,9 +106,25 @@ pub struct Ctx {
     pub notify_bin: PathBuf,
     pub run_id: String,
     pub cap_s: u64,
+    /// Sample each stage and the avro hop with `perf` (see profile.rs).
+    pub profile: bool,
 }
 
 impl Ctx {
+    /// Starts sampling `pid` when profiling is on.
+    pub fn profiler(&self, pid: u32, label: &str) -> Option<profile::Profiler> {
+        if !self.profile {
+            return None;
+        }
+        // Kept for `perf report -i target/bench-profiles/<label>.perf` (symbols, callers).
+        let dir = repo_root().join("target/bench-profiles");
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::warn!(error = %e, dir = %dir.display(), "no profile");
+            return None;
+        }
+        profile::Profiler::attach(pid, &dir.join(format!("{label}.perf")))
+    }
+
     /// How long a hop's drain may take: generous, it is the reference measurement.
     pub fn drain_timeout(&self, records: u64) -> Duration {
         Duration::from_secs(60 + records / 2_000)
@@ -182,7 +202,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         notify_bin,
         run_id: format!("{}", notify_runtime::now_ms()),
         cap_s: if args.quick { 8 } else { args.stage_cap_s },
+        profile: !args.quick && !args.no_profile && profile::available(),
     };
+    if !ctx.profile && !args.quick && !args.no_profile {
+        tracing::warn!("perf is not installed: the report will have no CPU profile");
+    }
     let mut rep = report::Report::new(&args, &root);
     let topics = [
         ctx.topic("ceiling"),
@@ -302,7 +326,7 @@ async fn measure(
     Ok(())
 }
 
-/// Each stage alone (as a chain), then dedup against the naive LWT scheme on the same input.
+/// Each stage alone (as a chain), then dedup with the naive LWT scheme on the same input.
 async fn measure_stages(
     args: &Args,
     ctx: &Ctx,
@@ -312,13 +336,7 @@ async fn measure_stages(
     let keyspace = format!("bench_{}", ctx.run_id);
     // Environment-aware (NOTIFY_CQL__NODES, ...), like the processes it starts.
     let mut config = notify_runtime::Config::load(None)?;
-    config.kafka.bootstrap_servers = ctx.kafka.bootstrap.clone();
-    config.kafka.group_prefix = format!("{}-naive", ctx.run_id);
-    config.registry.url = ctx.registry.clone();
     config.cql.keyspace = keyspace.clone();
-    config.http.listen = String::new();
-    config.runtime.status_topic = chain.status.clone();
-    config.runtime.dlq_topic = chain.dlq.clone();
     let session = notify_runtime::cql::connect(&config.cql).await?;
     notify_runtime::cql::migrate(&session, &config.cql).await?;
     drop(session);
@@ -333,25 +351,18 @@ async fn measure_stages(
     if !dedup_ok {
         return Ok(());
     }
-    tracing::info!("naive one-LWT-per-event dedup on the same input");
+    tracing::info!("dedup with the naive scheme (one LWT per event) on the same input");
     let records = ctx.kafka.scan(&chain.routed, |_| {})?;
     let naive_out = ctx.topic("naive-out");
-    let naive_rate = naive::measure(
-        config,
-        &chain.routed,
-        &naive_out,
-        records,
-        ctx.stage_timeout(records),
-    )
-    .await;
+    let naive = stages::run_naive_dedup(ctx, chain, &keyspace, &naive_out).await;
     let project_dups = report::dedup::duplicates(ctx, &chain.deduped).await?;
-    let naive_dups = match &naive_rate {
+    let naive_dups = match &naive {
         Ok(_) => Some(report::dedup::duplicates(ctx, &naive_out).await?),
         Err(_) => None,
     };
     rep.dedup = Some(report::dedup::Compare {
         records,
-        naive_rate: naive_rate.map_err(|e| format!("{e:#}")),
+        naive: naive.map_err(|e| format!("{e:#}")),
         project_dups,
         naive_dups,
     });

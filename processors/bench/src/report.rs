@@ -81,6 +81,12 @@ impl Report {
                 Err(e) => bail!("stage {name}: {e}"),
             }
         }
+        if let Some(c) = &self.dedup {
+            match &c.naive {
+                Ok(n) => positive("naive dedup records/s", n.drain.rate)?,
+                Err(e) => bail!("naive dedup: {e}"),
+            }
+        }
         if self.parts.contains(&Part::Pipeline) {
             pipeline::check_complete(self.pipeline.as_ref())?;
         }
@@ -132,6 +138,7 @@ impl Report {
         )?;
         crate::report::sections::ceiling_and_hops(md, self)?;
         dedup::stages(md, self)?;
+        profile::section(md, self)?;
         dedup::compare(md, self)?;
         pipeline::section(md, self)?;
         writeln!(md, "\n## Plots\n")?;
@@ -189,4 +196,5 @@ fn machine_facts(root: &Path) -> Vec<(String, String)> {
 
 pub mod dedup;
 pub mod pipeline;
+pub mod profile;
 pub mod sections;

@@ -2,6 +2,7 @@
 //! on the complete output of the one before (so every input is realistic: the preference
 //! filter's routed notifications feed dedup, and so on), each in its own process.
 
+use anyhow::Context as _;
 use notify_runtime::codec::AvroCodec;
 use notify_runtime::records::{Channel, Device, Platform, Template, UserProfile};
 
@@ -17,6 +18,8 @@ pub struct StageResult {
     /// True when the stage calls the CQL database per record (dedup, rate limits).
     pub external_io: bool,
     pub samples: Vec<Sample>,
+    /// Where its CPU went while it drained (perf), when profiled.
+    pub profile: Option<crate::profile::Profile>,
 }
 
 /// Topics of the chain, named for this run.
@@ -218,7 +221,7 @@ pub async fn run(
     let mut results = Vec::new();
     for spec in specs(chain) {
         tracing::info!(stage = spec.name, "stage alone");
-        let r = run_one(ctx, chain, keyspace, &spec).await;
+        let r = run_one(ctx, chain, keyspace, &spec, spec.name).await;
         let failed = r.is_err();
         results.push((spec.name.to_string(), r));
         if failed {
@@ -229,7 +232,8 @@ pub async fn run(
 }
 
 /// The environment of one processor's process: the stack, the keyspace, the chain's status
-/// and dead-letter topics, and its own settings (`NOTIFY_PROCESSORS__<NAME>__<KEY>`).
+/// and dead-letter topics, its lanes as deployed (`crate::pipeline::lanes_of`, the same in a
+/// stage run and in the pipeline) and its own settings (`NOTIFY_PROCESSORS__<NAME>__<KEY>`).
 pub fn process_env(
     ctx: &Ctx,
     chain: &Chain,
@@ -248,22 +252,57 @@ pub fn process_env(
         ("NOTIFY_RUNTIME__STATUS_TOPIC".into(), chain.status.clone()),
         ("NOTIFY_RUNTIME__DLQ_TOPIC".into(), chain.dlq.clone()),
     ];
+    let default_lanes = notify_runtime::config::RuntimeConfig::default().lanes;
+    // Dedup sizes its own lanes (setting `lanes`).
+    if let Some(lanes) = crate::pipeline::lanes_of(name).filter(|l| *l != default_lanes)
+        && name != "dedup"
+    {
+        env.push(("NOTIFY_RUNTIME__LANES".into(), lanes.to_string()));
+    }
     for (k, v) in settings {
         env.push((format!("NOTIFY_PROCESSORS__{upper}__{k}"), v.clone()));
     }
     env
 }
 
+/// The dedup stage with the naive scheme: one `INSERT … IF NOT EXISTS` per event (the per-id
+/// ledger, `ledger_buckets = 0`) and nothing in front (`cache_entries = 0`), writing to
+/// `output`. Everything else (process, lanes, in-flight bound, outputs) is dedup's own, so the
+/// comparison is of the schemes alone.
+pub async fn run_naive_dedup(
+    ctx: &Ctx,
+    chain: &Chain,
+    keyspace: &str,
+    output: &str,
+) -> anyhow::Result<StageResult> {
+    let mut spec = specs(chain)
+        .into_iter()
+        .find(|s| s.name == "dedup")
+        .context("the chain has a dedup stage")?;
+    spec.outputs = vec![output.to_string(), chain.status.clone()];
+    spec.settings = vec![
+        ("INPUT", chain.routed.clone()),
+        ("OUTPUT", output.to_string()),
+        ("LEDGER_BUCKETS", "0".into()),
+        ("CACHE_ENTRIES", "0".into()),
+    ];
+    run_one(ctx, chain, keyspace, &spec, "dedup-naive").await
+}
+
+/// Runs `spec` as its own process (a consumer group of its own, named by `label`) until it
+/// has consumed its whole input.
 async fn run_one(
     ctx: &Ctx,
     chain: &Chain,
     keyspace: &str,
     spec: &StageSpec,
+    label: &str,
 ) -> anyhow::Result<StageResult> {
     let records = ctx.kafka.scan(&spec.input, |_| {})?;
     let env = process_env(ctx, chain, keyspace, spec.name, &spec.settings);
-    let prefix = format!("{}-stage", ctx.run_id);
+    let prefix = format!("{}-stage-{label}", ctx.run_id);
     let mut running = stage::spawn(&ctx.notify_bin, spec.name, &prefix, &env, &spec.outputs)?;
+    let profiler = ctx.profiler(running.pid(), label);
     let drained = running
         .drain(
             &ctx.kafka,
@@ -272,6 +311,10 @@ async fn run_one(
             ctx.stage_timeout(records),
         )
         .await;
+    let profile = match profiler {
+        Some(p) => p.finish().await,
+        None => None,
+    };
     let peak = running.peak_rss_mib();
     let samples = running.stop().await?;
     Ok(StageResult {
@@ -279,5 +322,6 @@ async fn run_one(
         peak_rss_mib: peak,
         external_io: spec.external_io,
         samples,
+        profile,
     })
 }

@@ -44,8 +44,9 @@ pub struct DedupSettings {
     /// Bound on one ledger request; past it the record is retried.
     pub cql_timeout_ms: u64,
     /// Ids remembered in memory per cache generation (two generations); 0 disables it. About
-    /// 150 bytes each: the default holds the last 100,000-200,000 ids in ~30 MB, which is where
-    /// duplicates (a producer's retries) cluster; older ones are still caught by the ledger.
+    /// 40 bytes each (fingerprints): the default holds the last 100,000-200,000 ids in ~8 MB,
+    /// which is where duplicates (a producer's retries) cluster; older ones are still caught
+    /// by the ledger.
     pub cache_entries: usize,
     /// Records processed at once by this stage (replaces `runtime.lanes` when larger). A
     /// claim is one Paxos round trip that waits on the database, not on this process's CPU,
@@ -207,13 +208,14 @@ pub async fn build(
     })
 }
 
-/// `config` with at least `lanes` lanes and room in flight for them: the runtime gives each
-/// lane `max_in_flight / lanes` queued records, and a full lane at the head of the backlog
-/// stalls dispatch for all, so a thin share per lane starves the others.
+/// `config` with at least `lanes` lanes and room in flight for them. A lane's queue may take
+/// the whole in-flight bound, so a few records per lane keep every lane busy (at most `lanes`
+/// claims wait on the database at once); more would only hold memory (each record in flight
+/// costs a few KB: 64 per lane took dedup to 151 MiB).
 pub fn with_lanes(mut config: notify_runtime::Config, lanes: usize) -> notify_runtime::Config {
     if lanes > config.runtime.lanes {
         config.runtime.lanes = lanes;
-        config.runtime.max_in_flight = config.runtime.max_in_flight.max(lanes * 64);
+        config.runtime.max_in_flight = config.runtime.max_in_flight.max(lanes * 8);
     }
     config
 }

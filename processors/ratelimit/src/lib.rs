@@ -2,8 +2,10 @@
 //!
 //! Consumes `notify.stage.rendered.v1`, writes `notify.stage.limited.v1` without the channels
 //! over their limit (RATE_LIMITED status for each). State is the accepted sends per user and
-//! scope in the CQL database, so a restart or a rebalance never resets a window.
+//! scope in the CQL database, so a restart or a rebalance never resets a window; the windows of
+//! the users this instance serves are cached in memory (write-through, dropped on rebalance).
 
+mod cached_store;
 mod cql_store;
 mod limiter;
 mod processor;
@@ -17,6 +19,7 @@ use notify_runtime::records::Channel;
 use notify_runtime::runner::RuntimeError;
 use serde::Deserialize;
 
+pub use cached_store::{CacheStats, CachedStore};
 pub use cql_store::CqlStore;
 pub use limiter::{Limiter, Verdict, limiter_contract};
 pub use processor::RateLimitProcessor;
@@ -32,6 +35,10 @@ pub struct RateLimitSettings {
     pub output: String,
     /// Bound on each CQL request; past it the record is retried (backpressure).
     pub cql_timeout_ms: u64,
+    /// Windows of (user, scope) kept in memory per cache generation (two generations), read
+    /// once and then kept current by this instance's own writes; 0 reads every window from
+    /// the database on every check. Dropped on every rebalance.
+    pub cache_windows: usize,
     pub rules: Vec<Rule>,
 }
 
@@ -41,6 +48,7 @@ impl Default for RateLimitSettings {
             input: "notify.stage.rendered.v1".into(),
             output: "notify.stage.limited.v1".into(),
             cql_timeout_ms: 5_000,
+            cache_windows: 100_000,
             rules: Vec::new(),
         }
     }
@@ -88,6 +96,7 @@ pub async fn run(
     )
     .await
     .map_err(|e| RuntimeError::Setup(e.to_string()))?;
+    let store = CachedStore::new(store, settings.cache_windows);
     let spec = notify_runtime::RunSpec {
         name: NAME.into(),
         input_topics: vec![settings.input.clone()],

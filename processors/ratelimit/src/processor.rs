@@ -52,6 +52,14 @@ fn status(
 impl<S: RateStore> Processor for RateLimitProcessor<S> {
     type Input = RoutedNotification;
 
+    fn assigned(&self, _partitions: &[(String, i32)]) {
+        self.limiter.store.rebalanced();
+    }
+
+    fn revoked(&self, _partitions: &[(String, i32)]) {
+        self.limiter.store.rebalanced();
+    }
+
     async fn process(
         &self,
         mut routed: RoutedNotification,

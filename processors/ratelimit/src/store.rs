@@ -35,6 +35,10 @@ pub trait RateStore: Send + Sync + 'static {
         sent: &Sent,
         ttl_secs: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Input partitions were assigned or revoked: anything remembered about the windows of
+    /// users may have been changed by another instance.
+    fn rebalanced(&self) {}
 }
 
 /// Sends of one (user, scope): event id → (sent at, expires at), in milliseconds.

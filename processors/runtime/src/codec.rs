@@ -77,6 +77,13 @@ pub struct AvroCodec {
     encoder: AvroEncoder,
     auto_register: bool,
     reader_schemas: Mutex<HashMap<&'static str, Arc<Schema>>>,
+    /// The subject strategy per (topic, record): building one with the supplied schema
+    /// serialises the schema to JSON, too costly to repeat for every record.
+    strategies: Mutex<HashMap<(String, &'static str), Arc<SubjectNameStrategy>>>,
+    /// Per (writer schema id, record): whether the writer's schema is the record's own, so
+    /// the decoded value needs no resolution (rebuilding the schema's name table per record
+    /// would otherwise dominate decoding). Almost every record is written by this project.
+    same_schema: Mutex<HashMap<(u32, &'static str), bool>>,
 }
 
 impl AvroCodec {
@@ -94,6 +101,8 @@ impl AvroCodec {
             encoder: AvroEncoder::new(settings()?),
             auto_register: config.auto_register,
             reader_schemas: Mutex::new(HashMap::new()),
+            strategies: Mutex::new(HashMap::new()),
+            same_schema: Mutex::new(HashMap::new()),
         })
     }
 
@@ -111,6 +120,33 @@ impl AvroCodec {
             .clone()
     }
 
+    fn is_own_schema<T: AvroRecord>(&self, id: u32, writer: &Schema, reader: &Schema) -> bool {
+        let mut known = self.same_schema.lock().unwrap_or_else(|e| e.into_inner());
+        *known
+            .entry((id, T::FULL_NAME))
+            .or_insert_with(|| writer.canonical_form() == reader.canonical_form())
+    }
+
+    fn strategy<T: AvroRecord>(&self, topic: &str) -> Arc<SubjectNameStrategy> {
+        let mut cache = self.strategies.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = cache.get(&(topic.to_string(), T::FULL_NAME)) {
+            return s.clone();
+        }
+        let strategy = if self.auto_register {
+            let schema = self.reader_schema::<T>();
+            SubjectNameStrategy::TopicNameStrategyWithSchema(
+                topic.to_string(),
+                false,
+                get_supplied_schema(&schema),
+            )
+        } else {
+            SubjectNameStrategy::TopicNameStrategy(topic.to_string(), false)
+        };
+        let strategy = Arc::new(strategy);
+        cache.insert((topic.to_string(), T::FULL_NAME), strategy.clone());
+        strategy
+    }
+
     /// Decodes a value written with any registered schema into `T`, resolving the writer's
     /// schema against `T`'s (defaults fill added fields; a missing required field fails).
     pub async fn decode<T: AvroRecord>(&self, bytes: Option<&[u8]>) -> Result<T, DecodeError> {
@@ -124,7 +160,7 @@ impl AvroCodec {
         }
         let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
         // Asking for the schema first tells an unknown id apart from a malformed body.
-        self.decoder.get_schema(id).await.map_err(|e| {
+        let writer = self.decoder.get_schema(id).await.map_err(|e| {
             if e.retriable {
                 DecodeError::RegistryUnavailable(e.to_string())
             } else {
@@ -139,14 +175,18 @@ impl AvroCodec {
             }
         })?;
         let reader = self.reader_schema::<T>();
-        let resolved = decoded
-            .value
-            .resolve(&reader)
-            .map_err(|e| DecodeError::Incompatible {
-                expected: T::FULL_NAME,
-                reason: e.to_string(),
-            })?;
-        apache_avro::from_value::<T>(&resolved).map_err(|e| DecodeError::Incompatible {
+        let value = if self.is_own_schema::<T>(id, &writer.parsed, &reader) {
+            decoded.value
+        } else {
+            decoded
+                .value
+                .resolve(&reader)
+                .map_err(|e| DecodeError::Incompatible {
+                    expected: T::FULL_NAME,
+                    reason: e.to_string(),
+                })?
+        };
+        apache_avro::from_value::<T>(&value).map_err(|e| DecodeError::Incompatible {
             expected: T::FULL_NAME,
             reason: e.to_string(),
         })
@@ -160,16 +200,7 @@ impl AvroCodec {
         topic: &str,
         value: &T,
     ) -> Result<Vec<u8>, EncodeError> {
-        let strategy = if self.auto_register {
-            let schema = self.reader_schema::<T>();
-            SubjectNameStrategy::TopicNameStrategyWithSchema(
-                topic.to_string(),
-                false,
-                get_supplied_schema(&schema),
-            )
-        } else {
-            SubjectNameStrategy::TopicNameStrategy(topic.to_string(), false)
-        };
+        let strategy = self.strategy::<T>(topic);
         self.encoder
             .encode_struct(value, &strategy)
             .await

@@ -33,6 +33,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_dedup_claims.cql",
         include_str!("../../../schemas/cql/0005_dedup_claims.cql"),
     ),
+    (
+        "0006_delivery_final.cql",
+        include_str!("../../../schemas/cql/0006_delivery_final.cql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

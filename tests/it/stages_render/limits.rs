@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify_ratelimit::{CqlStore, MemoryStore, Rule};
+use notify_ratelimit::{CachedStore, CqlStore, MemoryStore, Rule};
 use notify_runtime::Config;
 use notify_runtime::records::{
     Channel, DeliveryChannel, DeliveryStatus, Outcome, Priority, Rendered, RoutedNotification,
@@ -37,7 +37,9 @@ pub async fn start_ratelimit(
         }],
         ..Default::default()
     };
-    let p = notify_ratelimit::processor(cql_store(env).await, &settings, config);
+    // As `notify run ratelimit` builds it: the CQL store behind the window cache.
+    let store = CachedStore::new(cql_store(env).await, settings.cache_windows);
+    let p = notify_ratelimit::processor(store, &settings, config);
     env.start_with(p, notify_ratelimit::NAME, &[input], config.clone())
         .await
 }
@@ -68,6 +70,9 @@ async fn the_store_and_limiter_contracts_hold_for_cql_and_memory() {
     notify_ratelimit::store_contract(&cql_store(&env).await, "u1").await;
     notify_ratelimit::limiter_contract(MemoryStore::default(), "u2").await;
     notify_ratelimit::limiter_contract(cql_store(&env).await, "u2").await;
+    let cached = || async { CachedStore::new(cql_store(&env).await, 1_000) };
+    notify_ratelimit::store_contract(&cached().await, "u3").await;
+    notify_ratelimit::limiter_contract(cached().await, "u4").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -217,12 +217,6 @@ pub async fn spawn_all(
     let mut running = Vec::new();
     for spec in specs(topics) {
         let mut env = stages::process_env(ctx, &topics.chain, keyspace, spec.name, &spec.settings);
-        let default_lanes = notify_runtime::config::RuntimeConfig::default().lanes;
-        if let Some(lanes) = crate::pipeline::lanes_of(spec.name).filter(|l| *l != default_lanes)
-            && spec.name != "dedup"
-        {
-            env.push(("NOTIFY_RUNTIME__LANES".into(), lanes.to_string()));
-        }
         if spec.name.starts_with("deliver-") {
             env.push((
                 "NOTIFY_CONFIG".into(),
