@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::store::{RateStore, Sent, StoreError};
+use crate::store::{RateStore, Sent, StoreError, expires_at};
 
 /// One cached window: event id, sent at, expires at (ms).
 type Window = Vec<(Sent, i64)>;
@@ -21,7 +21,7 @@ pub struct CachedStore<S> {
     inner: S,
     per_generation: usize,
     cache: Mutex<[Generation; 2]>,
-    /// Counts reads answered here and reads that went to the store (for tests and metrics).
+    /// Counts reads answered here and reads that went to the store (tests look at them).
     pub stats: Arc<CacheStats>,
 }
 
@@ -61,11 +61,6 @@ impl<S: RateStore> CachedStore<S> {
         }
         g[0].insert(key, window);
     }
-}
-
-fn expires(sent: &Sent, ttl_secs: u64) -> i64 {
-    sent.at_ms
-        .saturating_add(ttl_secs.saturating_mul(1000) as i64)
 }
 
 impl<S: RateStore> RateStore for CachedStore<S> {
@@ -112,10 +107,12 @@ impl<S: RateStore> RateStore for CachedStore<S> {
             Some(w) => w,
             None => return Ok(()),
         };
-        let ttl_ms = ttl_secs.saturating_mul(1000) as i64;
-        window.retain(|(s, exp)| *exp > sent.at_ms && s.at_ms + ttl_ms > sent.at_ms);
-        window.retain(|(s, _)| s.event_id != sent.event_id);
-        window.push((sent.clone(), expires(sent, ttl_secs)));
+        // Drop what has expired (rows read back carry no expiry: judge them by this scope's
+        // TTL) and the event's own earlier row, which this write replaces.
+        window.retain(|(s, exp)| {
+            *exp > sent.at_ms && expires_at(s, ttl_secs) > sent.at_ms && s.event_id != sent.event_id
+        });
+        window.push((sent.clone(), expires_at(sent, ttl_secs)));
         Ok(())
     }
 

@@ -41,6 +41,12 @@ pub trait RateStore: Send + Sync + 'static {
     fn rebalanced(&self) {}
 }
 
+/// When a send recorded with `ttl_secs` expires, in milliseconds.
+pub(crate) fn expires_at(sent: &Sent, ttl_secs: u64) -> i64 {
+    sent.at_ms
+        .saturating_add(ttl_secs.saturating_mul(1000) as i64)
+}
+
 /// Sends of one (user, scope): event id → (sent at, expires at), in milliseconds.
 type Sends = BTreeMap<String, (i64, i64)>;
 
@@ -77,9 +83,7 @@ impl RateStore for MemoryStore {
         let key = rows
             .entry((user_id.to_string(), scope.to_string()))
             .or_default();
-        let expires = sent
-            .at_ms
-            .saturating_add(ttl_secs.saturating_mul(1000) as i64);
+        let expires = expires_at(sent, ttl_secs);
         key.retain(|_, (_, exp)| *exp > sent.at_ms);
         key.insert(sent.event_id.clone(), (sent.at_ms, expires));
         Ok(())
