@@ -1,7 +1,7 @@
 //! One processor as its own process (`notify run <name>`), so its CPU time and memory are its
 //! own, with a sampler that follows its progress through offsets only.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,7 @@ pub struct Running {
     processor: String,
     metrics_url: String,
     outputs: Vec<String>,
+    log_path: PathBuf,
     started: Instant,
     pub samples: Vec<Sample>,
 }
@@ -54,6 +55,7 @@ pub fn spawn(
     outputs: &[String],
 ) -> anyhow::Result<Running> {
     let port = free_port()?;
+    let log_path = log_path(group_prefix, processor);
     let mut cmd = Command::new(notify_bin);
     cmd.arg("run")
         .arg(processor)
@@ -64,7 +66,10 @@ pub fn spawn(
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(log_file(group_prefix, processor)?);
+        .stderr(
+            std::fs::File::create(&log_path)
+                .with_context(|| format!("creating {}", log_path.display()))?,
+        );
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -77,6 +82,7 @@ pub fn spawn(
         metrics_url: format!("http://127.0.0.1:{port}/metrics"),
         processor: processor.to_string(),
         outputs: outputs.to_vec(),
+        log_path,
         started: Instant::now(),
         samples: Vec::new(),
     })
@@ -84,9 +90,16 @@ pub fn spawn(
 
 /// The processor's own log, kept out of the harness's output (and there to read on failure);
 /// one per processor, as the pipeline runs many under one group prefix.
-fn log_file(group_prefix: &str, processor: &str) -> anyhow::Result<std::fs::File> {
-    let path = std::env::temp_dir().join(format!("notify-bench-{group_prefix}-{processor}.log"));
-    std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))
+fn log_path(group_prefix: &str, processor: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("notify-bench-{group_prefix}-{processor}.log"))
+}
+
+/// The last lines of a child's log, for an error that says why it stopped.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(10)..].join("\n");
+    format!("last lines of {}:\n{tail}", path.display())
 }
 
 impl Running {
@@ -106,7 +119,11 @@ impl Running {
     /// An error once the process has exited (it should run until stopped).
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         match self.child.try_wait()? {
-            Some(status) => bail!("{} exited early: {status}", self.group),
+            Some(status) => bail!(
+                "{} exited early: {status}\n{}",
+                self.group,
+                log_tail(&self.log_path)
+            ),
             None => Ok(()),
         }
     }
@@ -253,10 +270,10 @@ fn active_window(window: &[Sample], base_out: i64, last_out: i64) -> (usize, usi
     (first, end)
 }
 
-/// A loopback port nobody listens on right now, for the processor's /metrics.
+/// A loopback port for a child's listener (its /metrics, the sandbox), outside the range
+/// outgoing connections take their ports from (see `unused_loopback_port`).
 pub fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+    Ok(notify_runtime::http::unused_loopback_port()?)
 }
 
 /// Records/s per sampling interval, for the throughput-over-time plot.

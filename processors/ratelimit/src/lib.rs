@@ -48,7 +48,7 @@ impl Default for RateLimitSettings {
             input: "notify.stage.rendered.v1".into(),
             output: "notify.stage.limited.v1".into(),
             cql_timeout_ms: 5_000,
-            cache_windows: 100_000,
+            cache_windows: 20_000,
             rules: Vec::new(),
         }
     }

@@ -89,3 +89,53 @@ pub async fn serve_configured(
             source,
         })
 }
+
+/// A loopback port nobody listens on now, for a process to be started with
+/// `http.listen = 127.0.0.1:<port>` (harnesses and tests that then read its `/metrics`).
+///
+/// Chosen below the kernel's ephemeral range on purpose: a port picked by binding port 0 comes
+/// from that range, and between releasing it and the child binding it, any outgoing
+/// connection (Kafka, CQL, other processors starting) may take it as its local port. Ports
+/// outside the range are only ever taken by an explicit bind, which the check here sees.
+pub fn unused_loopback_port() -> std::io::Result<u16> {
+    use std::sync::atomic::AtomicU32;
+    // Successive calls in one process never return the same port; the random start keeps
+    // concurrent processes apart.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    // Above the stack's fixed ports (12525, 18081, 19042, 19092, ...).
+    let low = 20_000u32;
+    let span = ephemeral_low.saturating_sub(low).max(1000);
+    let start = rand::random::<u32>() % span;
+    for _ in 0..span.min(2000) {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let Ok(port) = u16::try_from(low + offset) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no unused loopback port below the ephemeral range",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unused_loopback_port;
+
+    #[test]
+    fn unused_ports_differ_and_can_be_bound() {
+        let a = unused_loopback_port().expect("a port");
+        let b = unused_loopback_port().expect("a port");
+        assert_ne!(a, b);
+        assert!(a >= 20_000 && b >= 20_000);
+        let _held = std::net::TcpListener::bind(("127.0.0.1", a)).expect("port a is free");
+        std::net::TcpListener::bind(("127.0.0.1", b)).expect("port b is free");
+    }
+}

@@ -1,7 +1,6 @@
 //! A Cassandra of the test's own (dev/stack.sh on free ports in a temporary directory), so a
 //! test can take the database away without touching the shared one on 19042.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -14,11 +13,10 @@ pub struct PrivateCassandra {
     pid: String,
 }
 
+/// Not a port from binding port 0: Cassandra binds it 20-40 s later, and in between any
+/// outgoing connection may take an ephemeral port as its own.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    notify_runtime::http::unused_loopback_port().expect("a free port")
 }
 
 impl PrivateCassandra {

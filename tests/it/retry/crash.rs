@@ -14,10 +14,7 @@ use super::{Ladder, failure_headers, message, number, produce_with};
 
 /// Starts `notify run retry` with `config`; returns it and its metrics URL.
 pub fn spawn_retry(config: &notify_runtime::Config, dir: &std::path::Path) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = notify_runtime::http::unused_loopback_port().expect("a free port");
     let mut config = config.clone();
     config.http.listen = format!("127.0.0.1:{port}");
     let path = dir.join(format!("retry-{port}.toml"));

@@ -89,11 +89,8 @@ async fn delivers_multipart_mail_to_the_real_server() {
 
 #[tokio::test]
 async fn unreachable_server_is_retryable_and_bad_address_permanent() {
-    // A port nobody listens on: bind one, note it, close it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
+    // A port nobody listens on (and, outside the ephemeral range, no connection takes).
+    let port = notify_runtime::http::unused_loopback_port().expect("free port");
     let msg = message(DeliveryChannel::Email, "bob@example.org");
     let outcome = client(port).send(&msg).await;
     assert!(

@@ -85,10 +85,7 @@ async fn starttls_with_auth() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     make_cert(&dir);
     let cert = std::fs::read_to_string(dir.join("cert.pem")).expect("cert");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
+    let port = notify_runtime::http::unused_loopback_port().expect("free port");
     let mut server = start_server(&dir, port).await;
 
     let mut msg = message(DeliveryChannel::Email, "carol@example.net");
