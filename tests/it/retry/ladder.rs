@@ -223,7 +223,11 @@ async fn records_come_back_to_their_origin_when_due() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_partition_holding_too_many_is_paused_and_loses_nothing() {
     const N: usize = 40;
-    let mut l = Ladder::new("retry_pause", &[1_000]).await;
+    // Long enough that the processor joins its group and reads the records before they are
+    // due even on a loaded machine: a record read after its due time goes straight back
+    // without being held, and then nothing would fill the partition up to the pause.
+    const DELAY_MS: i64 = 6_000;
+    let mut l = Ladder::new("retry_pause", &[DELAY_MS]).await;
     if let Some(toml::Value::Table(t)) = l.config.processors.get_mut(notify_retry::NAME) {
         t.insert("max_held_per_partition".into(), toml::Value::Integer(4));
     }
@@ -252,7 +256,7 @@ async fn a_partition_holding_too_many_is_paused_and_loses_nothing() {
     assert_eq!(ids, expected, "each record back exactly once");
     for m in &back {
         let waited = number(&headers_of(m), h::FORWARDED_AT) - failed_at;
-        assert!(waited >= 1_000, "back after {waited} ms");
+        assert!(waited >= DELAY_MS, "back after {waited} ms");
     }
     let metrics = running.metrics.render();
     let pauses = metrics
