@@ -21,6 +21,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use notify_runtime::codec::AvroCodec;
 use notify_runtime::config::RegistryConfig;
+use stage::Running;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -111,9 +112,15 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Starts sampling `pid` when profiling is on.
-    pub fn profiler(&self, pid: u32, label: &str) -> Option<profile::Profiler> {
+    /// Starts sampling `running` when profiling is on, once it serves its /metrics: attached
+    /// earlier (even before the child's exec), perf may see only the first thread and miss
+    /// the runtime's and the Kafka client's, which do the work.
+    pub async fn profiler(&self, running: &Running, label: &str) -> Option<profile::Profiler> {
         if !self.profile {
+            return None;
+        }
+        if !running.serves_metrics(Duration::from_secs(30)).await {
+            tracing::warn!(label, "no /metrics after 30 s; no profile");
             return None;
         }
         // Kept for `perf report -i target/bench-profiles/<label>.perf` (symbols, callers).
@@ -122,7 +129,7 @@ impl Ctx {
             tracing::warn!(error = %e, dir = %dir.display(), "no profile");
             return None;
         }
-        profile::Profiler::attach(pid, &dir.join(format!("{label}.perf")))
+        profile::Profiler::attach(running.pid(), &dir.join(format!("{label}.perf")))
     }
 
     /// How long a hop's drain may take: generous, it is the reference measurement.

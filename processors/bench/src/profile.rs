@@ -43,7 +43,11 @@ impl Profiler {
             .args(["-p", &pid.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::File::create(data.with_extension("perf.log"))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
             .spawn();
         match child {
             Ok(child) => Some(Profiler {
@@ -59,11 +63,19 @@ impl Profiler {
 
     /// Stops sampling and summarises what was sampled.
     pub async fn finish(mut self) -> Option<Profile> {
-        // perf writes its file on SIGINT.
+        if let Ok(Some(status)) = self.child.try_wait() {
+            tracing::warn!(
+                %status,
+                log = %self.data.with_extension("perf.log").display(),
+                "perf record stopped before the drain ended; the profile is partial"
+            );
+        }
+        // perf writes its file on SIGINT (and then reads it again for build ids: slow on a
+        // busy machine, hence the long wait before giving up on it).
         let _ = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status();
-        for _ in 0..100 {
+        for _ in 0..300 {
             if let Ok(Some(_)) = self.child.try_wait() {
                 break;
             }

@@ -116,6 +116,22 @@ impl Running {
         &self.metrics_url
     }
 
+    /// True once the processor answers on its /metrics (its runtime is up), false when it
+    /// does not within `timeout`.
+    pub async fn serves_metrics(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if reqwest::get(&self.metrics_url)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     /// An error once the process has exited (it should run until stopped).
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         match self.child.try_wait()? {

@@ -152,9 +152,10 @@ pub fn limits(md: &mut String, p: &PipelineResult) -> std::fmt::Result {
     }
     writeln!(
         md,
-        "Cassandra's share comes from dedup's conditional batches and ratelimit's per-record \
-         reads and writes, and from the delivery ledger: each delivery claims and then \
-         finishes its row with a lightweight transaction (two Paxos rounds per message, \
-         processors/delivery/src/ledger_cql.rs)."
+        "Cassandra's share comes from dedup's conditional batches, ratelimit's write per \
+         record (a window is read only when it is not in the instance's cache) and the \
+         delivery ledger: each delivery claims its row with a lightweight transaction (one \
+         Paxos round per message) and finishes it with a plain write \
+         (processors/delivery/src/ledger_cql.rs)."
     )
 }
