@@ -105,12 +105,12 @@ pub struct PipelineResult {
 }
 
 impl PipelineResult {
-    /// The highest offered rate whose phase kept its backlog flat.
+    /// The highest offered rate whose phase, and every lower one, kept its backlog flat: a
+    /// lower load that was not sustained makes a higher one that looked sustained noise.
     pub fn max_sustainable(&self) -> Option<&Load> {
-        self.loads
-            .iter()
-            .filter(|l| l.sustainable)
-            .max_by(|a, b| a.rate.total_cmp(&b.rate))
+        let mut by_rate: Vec<&Load> = self.loads.iter().collect();
+        by_rate.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+        by_rate.into_iter().take_while(|l| l.sustainable).last()
     }
 
     pub fn at_half(&self) -> Option<&Load> {

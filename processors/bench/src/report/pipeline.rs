@@ -204,10 +204,15 @@ fn loads(md: &mut String, p: &PipelineResult) -> std::fmt::Result {
     match p.max_sustainable() {
         Some(l) => writeln!(
             md,
-            "\nMaximum sustainable rate measured: **{:.0} requests/s** ({:.0}% of the maximum).",
+            "\nMaximum sustainable rate measured: **{:.0} requests/s** ({:.0}% of the maximum; \
+             the highest load sustained with every lower load sustained too).",
             l.rate,
             100.0 * l.fraction
         ),
-        None => writeln!(md, "\nNo load was sustained."),
+        None => writeln!(
+            md,
+            "\nNo load was sustained: even the lowest phase's backlog grew, so the \
+             sustainable rate is below it."
+        ),
     }
 }
