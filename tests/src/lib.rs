@@ -351,12 +351,25 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Polls `check` until it returns Some or `timeout` passes.
+/// `timeout` stretched by `NOTIFY_TEST_PATIENCE` (a factor, default 1). `make test` sets 3:
+/// with four tests at once on two cores, next to Kafka and two Cassandras, a step that takes
+/// seconds on an idle machine has taken over a minute (a Cassandra resumed from SIGSTOP).
+/// Only waits for something expected to happen are stretched, so a passing run is no slower.
+pub fn patient(timeout: Duration) -> Duration {
+    let factor = std::env::var("NOTIFY_TEST_PATIENCE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|f| f.is_finite() && *f >= 1.0)
+        .unwrap_or(1.0);
+    timeout.mul_f64(factor)
+}
+
+/// Polls `check` until it returns Some or `timeout` (made [`patient`]) passes.
 pub async fn eventually<T>(
     timeout: Duration,
     mut check: impl AsyncFnMut() -> Option<T>,
 ) -> Option<T> {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + patient(timeout);
     loop {
         if let Some(v) = check().await {
             return Some(v);

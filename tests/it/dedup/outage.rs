@@ -101,7 +101,12 @@ async fn cql_down_30s_holds_records_then_passes_each_id_once() {
         distinct.len(),
         paused_at.elapsed()
     );
-    assert!(resumed.is_some(), "the stage did not resume by itself");
+    assert!(
+        resumed.is_some(),
+        "the stage did not resume by itself: {} of {} ids downstream",
+        count(&env, &t.output),
+        distinct.len()
+    );
     assert_exactly_once(&per_id, &distinct);
     running.stop().await.expect("dedup stops");
 }
