@@ -134,7 +134,7 @@ pub async fn run(
     let timeout = ctx.drain_timeout(spec.prefilled);
     let mut profile = None;
     let result = async {
-        let profiler = ctx.profiler(&running, spec.label).await;
+        let profiler = ctx.profiler(&mut running, spec.label).await;
         let drain = running
             .drain(&ctx.kafka, spec.prefilled as i64, spec.prefilled, timeout)
             .await?;

@@ -115,12 +115,15 @@ impl Ctx {
     /// Starts sampling `running` when profiling is on, once it serves its /metrics: attached
     /// earlier (even before the child's exec), perf may see only the first thread and miss
     /// the runtime's and the Kafka client's, which do the work.
-    pub async fn profiler(&self, running: &Running, label: &str) -> Option<profile::Profiler> {
+    pub async fn profiler(&self, running: &mut Running, label: &str) -> Option<profile::Profiler> {
         if !self.profile {
             return None;
         }
         if !running.serves_metrics(Duration::from_secs(30)).await {
-            tracing::warn!(label, "no /metrics after 30 s; no profile");
+            tracing::warn!(
+                label,
+                "no /metrics after 30 s or the process exited; no profile"
+            );
             return None;
         }
         // Kept for `perf report -i target/bench-profiles/<label>.perf` (symbols, callers).

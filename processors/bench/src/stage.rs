@@ -117,10 +117,13 @@ impl Running {
     }
 
     /// True once the processor answers on its /metrics (its runtime is up), false when it
-    /// does not within `timeout`.
-    pub async fn serves_metrics(&self, timeout: Duration) -> bool {
+    /// does not within `timeout` or exits first.
+    pub async fn serves_metrics(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return false;
+            }
             if reqwest::get(&self.metrics_url)
                 .await
                 .is_ok_and(|r| r.status().is_success())

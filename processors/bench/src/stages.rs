@@ -302,7 +302,7 @@ async fn run_one(
     let env = process_env(ctx, chain, keyspace, spec.name, &spec.settings);
     let prefix = format!("{}-stage-{label}", ctx.run_id);
     let mut running = stage::spawn(&ctx.notify_bin, spec.name, &prefix, &env, &spec.outputs)?;
-    let profiler = ctx.profiler(&running, label).await;
+    let profiler = ctx.profiler(&mut running, label).await;
     let drained = running
         .drain(
             &ctx.kafka,
