@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn the_demo_templates_load() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dev/templates");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/templates");
         let got = load_dir(&dir).unwrap();
         for id in ["invoice_due", "parcel_shipped", "new_login"] {
             for locale in ["en", "pt-BR"] {

@@ -15,27 +15,27 @@ use crate::config::{CqlConfig, is_cql_identifier};
 pub const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0001_migrations.cql",
-        include_str!("../../../schemas/cql/0001_migrations.cql"),
+        include_str!("../../schemas/cql/0001_migrations.cql"),
     ),
     (
         "0002_dedup.cql",
-        include_str!("../../../schemas/cql/0002_dedup.cql"),
+        include_str!("../../schemas/cql/0002_dedup.cql"),
     ),
     (
         "0003_ratelimit.cql",
-        include_str!("../../../schemas/cql/0003_ratelimit.cql"),
+        include_str!("../../schemas/cql/0003_ratelimit.cql"),
     ),
     (
         "0004_delivery.cql",
-        include_str!("../../../schemas/cql/0004_delivery.cql"),
+        include_str!("../../schemas/cql/0004_delivery.cql"),
     ),
     (
         "0005_dedup_claims.cql",
-        include_str!("../../../schemas/cql/0005_dedup_claims.cql"),
+        include_str!("../../schemas/cql/0005_dedup_claims.cql"),
     ),
     (
         "0006_delivery_final.cql",
-        include_str!("../../../schemas/cql/0006_delivery_final.cql"),
+        include_str!("../../schemas/cql/0006_delivery_final.cql"),
     ),
 ];
 

@@ -21,7 +21,7 @@ macro_rules! avro_record {
         impl AvroRecord for $ty {
             const FULL_NAME: &'static str = $name;
             const SCHEMA: &'static str =
-                include_str!(concat!("../../../schemas/avro/", $name, ".avsc"));
+                include_str!(concat!("../../schemas/avro/", $name, ".avsc"));
         }
     };
 }

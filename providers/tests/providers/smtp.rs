@@ -10,7 +10,7 @@ use notify_runtime::records::DeliveryChannel;
 use crate::common::message;
 
 fn maildir_new() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.run/smtp/maildir/new")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.run/smtp/maildir/new")
 }
 
 /// The stack's SMTP port (`NOTIFY_SMTP_PORT` moves it, as in dev/stack.sh).

@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 use crate::common::message;
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn make_cert(dir: &Path) {

@@ -109,7 +109,7 @@ impl Report {
         writeln!(md, "# Benchmarks\n")?;
         writeln!(
             md,
-            "Written by `notify-bench` (processors/bench); do not edit by hand. Re-run with \
+            "Written by `notify-bench` (bench/); do not edit by hand. Re-run with \
              `make bench` (add `BENCH_ARGS=\"--records N\"` to change the size).\n"
         )?;
         if self.quick {

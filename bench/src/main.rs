@@ -149,7 +149,7 @@ impl Ctx {
 }
 
 fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 #[tokio::main]
@@ -184,8 +184,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     let plots = args.plots.clone().unwrap_or_else(|| {
         out.parent()
-            .map(|p| p.join("bench"))
-            .unwrap_or_else(|| PathBuf::from("bench"))
+            .map(|p| p.join("bench/plots"))
+            .unwrap_or_else(|| PathBuf::from("bench/plots"))
     });
     std::fs::create_dir_all(&plots).with_context(|| format!("creating {}", plots.display()))?;
     let notify_bin = args.notify_bin.clone().unwrap_or_else(|| {

@@ -12,7 +12,7 @@ mod lane;
 pub mod metrics;
 pub mod offsets;
 pub mod processor;
-pub mod records;
+pub use notify_contract as records;
 pub mod runner;
 pub mod shutdown;
 pub mod table;
