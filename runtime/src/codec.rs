@@ -329,11 +329,7 @@ impl AvroCodec {
                 });
             }
         }
-        let id = u32::try_from(registered.id).map_err(|_| EncodeError::Rejected {
-            record: T::FULL_NAME,
-            topic: topic.to_string(),
-            reason: format!("registry returned schema id {}", registered.id),
-        })?;
+        let id = registered.id;
         let mut header = [0u8; 5];
         header[1..].copy_from_slice(&id.to_be_bytes());
         let encoding = Encoding {
