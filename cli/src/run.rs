@@ -8,11 +8,12 @@ macro_rules! processors {
         /// Names accepted by `notify run`.
         pub const PROCESSORS: &[&str] = &[$($krate::NAME),*];
 
-        /// Checks the processor's own table of `config` (unknown fields, invalid values).
+        /// Checks the processor's own table of `config` (unknown fields, invalid values) and
+        /// what its start-up checks besides, without connecting anywhere.
         pub fn check(name: &str, config: &Config) -> anyhow::Result<()> {
             $(if name == $krate::NAME {
                 config.processor::<$krate::Settings>(name)?;
-                return Ok(());
+                return crate::check::extra(name, config);
             })*
             anyhow::bail!("unknown processor {name:?}; known: {}", PROCESSORS.join(", "))
         }
@@ -33,6 +34,7 @@ use notify_delivery::{
 };
 
 processors!(
+    notify_chain,
     notify_passthrough,
     notify_preferences,
     notify_dedup,

@@ -6,7 +6,6 @@ use std::time::Duration;
 use notify_runtime::Config;
 use notify_runtime::codec::AvroCodec;
 use notify_runtime::records::DeliveryStatus;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
@@ -32,11 +31,10 @@ pub async fn show(
     follow: bool,
     json: bool,
 ) -> anyhow::Result<usize> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.bootstrap_servers)
-        .set("group.id", "notify-status-viewer")
-        .set("enable.auto.commit", "false")
-        .create()?;
+    let mut client = notify_runtime::kafka::reader_config(config, "notify-status-viewer");
+    // This loop counts partition ends itself.
+    client.set("enable.partition.eof", "false");
+    let consumer: BaseConsumer = client.create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut tpl = TopicPartitionList::new();
     let mut ends = Vec::new();

@@ -12,7 +12,6 @@ use rdkafka::admin::{
     TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use serde::Deserialize;
 
 use notify_runtime::Config;
@@ -120,12 +119,7 @@ impl std::fmt::Display for Change {
 }
 
 pub fn admin(config: &Config) -> anyhow::Result<AdminClient<DefaultClientContext>> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.kafka.bootstrap_servers);
-    for (k, v) in &config.kafka.properties {
-        c.set(k, v);
-    }
-    Ok(c.create()?)
+    Ok(notify_runtime::kafka::client_config(config).create()?)
 }
 
 /// Computes the plan and, unless `dry_run`, carries it out. Returns the changes.

@@ -121,6 +121,10 @@ impl ApnsClient {
         if status == StatusCode::GONE || TOKEN_REASONS.contains(&reason.as_str()) {
             return Ok(SendOutcome::TokenInvalid { reason: detail });
         }
+        if status == StatusCode::FORBIDDEN && reason == "InvalidProviderToken" {
+            // Our key, team or key id is wrong: no message can go, none is at fault.
+            return Ok(SendOutcome::Unavailable { reason: detail });
+        }
         if status == StatusCode::FORBIDDEN && reason == "ExpiredProviderToken" {
             self.lock_token().mark_stale();
             return Ok(SendOutcome::retryable(detail));

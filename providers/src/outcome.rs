@@ -22,6 +22,13 @@ pub enum SendOutcome {
     Permanent { reason: String },
     /// The device token (or address) is dead; stop sending to it.
     TokenInvalid { reason: String },
+    /// The request went out and no answer came back (a timeout, a connection cut after it
+    /// was written): the provider may have accepted it. Resending could deliver it twice.
+    InDoubt { reason: String },
+    /// Our side cannot send anything right now (credentials refused or unobtainable, the
+    /// provider answered that this sender is not allowed): nothing is wrong with the message,
+    /// so it is held and tried again, never failed for good.
+    Unavailable { reason: String },
 }
 
 impl SendOutcome {
@@ -64,25 +71,33 @@ impl From<SendError> for SendOutcome {
     fn from(e: SendError) -> Self {
         match e {
             SendError::Http(e) => transport_outcome(&e),
-            SendError::CredentialsUnavailable(_) => SendOutcome::retryable(e.to_string()),
-            SendError::Config(_) | SendError::Credentials(_) | SendError::InvalidMessage(_) => {
+            SendError::CredentialsUnavailable(_) | SendError::Credentials(_) => {
+                SendOutcome::Unavailable {
+                    reason: e.to_string(),
+                }
+            }
+            SendError::Config(_) | SendError::InvalidMessage(_) => {
                 SendOutcome::permanent(e.to_string())
             }
         }
     }
 }
 
-/// A request that got no HTTP answer: whether or not the provider saw it, only a retry helps
-/// (the apns-id / idempotent ids keep a resend from doubling where the provider supports it).
+/// A request that got no HTTP answer. A connection that never opened cannot have delivered
+/// anything (retry); a timeout or a connection cut once the request may have been written
+/// leaves it in doubt.
 pub(crate) fn transport_outcome(e: &reqwest::Error) -> SendOutcome {
+    if e.is_connect() {
+        return SendOutcome::retryable(format!("connection failed: {e}"));
+    }
     let kind = if e.is_timeout() {
         "timeout"
-    } else if e.is_connect() {
-        "connection failed"
     } else {
         "transport error"
     };
-    SendOutcome::retryable(format!("{kind}: {e}"))
+    SendOutcome::InDoubt {
+        reason: format!("{kind} after the request was sent: {e}"),
+    }
 }
 
 /// The generic rule for a non-success answer once provider-specific token checks are done:

@@ -113,9 +113,19 @@ impl SmtpClient {
             Ok(_) => SendOutcome::Sent {
                 provider_id: message_id,
             },
+            // 535 and friends: our credentials, not the message.
+            Err(e) if e.status().is_some_and(|c| c.to_string().starts_with("53")) => {
+                SendOutcome::Unavailable {
+                    reason: format!("SMTP authentication: {e}"),
+                }
+            }
             // 5xx replies: the server will refuse this message again.
             Err(e) if e.is_permanent() => SendOutcome::permanent(format!("SMTP: {e}")),
-            // 4xx replies, timeouts, connection and TLS trouble.
+            // The message was handed over and the answer never came.
+            Err(e) if e.is_timeout() => SendOutcome::InDoubt {
+                reason: format!("SMTP timeout: {e}"),
+            },
+            // 4xx replies, connection and TLS trouble.
             Err(e) => SendOutcome::retryable(format!("SMTP: {e}")),
         }
     }

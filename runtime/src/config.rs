@@ -129,6 +129,13 @@ pub struct RuntimeConfig {
     pub shutdown_grace_ms: u64,
     pub status_topic: String,
     pub dlq_topic: String,
+    /// Assigned, behind, and no record received for this long: the loop resumes its
+    /// partitions by itself; still so after twice this, `/healthz` fails (restart).
+    pub stall_after_ms: u64,
+    /// Status events beyond ACCEPTED and one terminal outcome per message (e.g. a message
+    /// queued for delivery). Off by default: they cost a record each and answer nothing the
+    /// others do not.
+    pub intermediate_status: bool,
 }
 
 impl Default for KafkaConfig {
@@ -195,6 +202,8 @@ impl Default for RuntimeConfig {
             shutdown_grace_ms: 30_000,
             status_topic: "notify.status.v1".into(),
             dlq_topic: "notify.dlq.v1".into(),
+            stall_after_ms: 30_000,
+            intermediate_status: false,
         }
     }
 }

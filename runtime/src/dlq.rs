@@ -64,16 +64,20 @@ pub enum ErrorClass {
     Permanent,
     /// The retry ladder's last step failed too.
     RetriesExhausted,
+    /// The provider may or may not have the message (a crash or a timeout after the call went
+    /// out): not resent on its own; an operator decides (`notify replay --force`).
+    InDoubt,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 6] = [
+    pub const ALL: [ErrorClass; 7] = [
         Self::Decode,
         Self::Schema,
         Self::Validation,
         Self::Render,
         Self::Permanent,
         Self::RetriesExhausted,
+        Self::InDoubt,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +88,7 @@ impl ErrorClass {
             Self::Render => "render",
             Self::Permanent => "permanent",
             Self::RetriesExhausted => "retries_exhausted",
+            Self::InDoubt => "in_doubt",
         }
     }
 
@@ -108,17 +113,30 @@ pub struct DeadLetter {
 impl DeadLetter {
     /// The source record's own headers (minus any older error headers), then ours.
     pub fn headers(&self, source: Option<&OwnedHeaders>) -> OwnedHeaders {
+        let source: Vec<(String, Vec<u8>)> = source
+            .map(|src| {
+                src.iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut out = OwnedHeaders::new();
-        if let Some(src) = source {
-            for h in src.iter() {
-                if !ALL_HEADERS.contains(&h.key) {
-                    out = out.insert(Header {
-                        key: h.key,
-                        value: h.value,
-                    });
-                }
-            }
+        for (key, value) in self.headers_after(&source) {
+            out = out.insert(Header {
+                key: &key,
+                value: Some(&value),
+            });
         }
+        out
+    }
+
+    /// As [`headers`](Self::headers), for headers held as pairs.
+    pub fn headers_after(&self, source: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
+        let mut out: Vec<(String, Vec<u8>)> = source
+            .iter()
+            .filter(|(k, _)| !ALL_HEADERS.contains(&k.as_str()))
+            .cloned()
+            .collect();
         let values = [
             (STAGE, self.stage.clone()),
             (CLASS, self.class.as_str().to_string()),
@@ -130,12 +148,11 @@ impl DeadLetter {
             (ATTEMPTS, self.attempts.to_string()),
             (FIRST_FAILURE_AT, self.first_failure_at_ms.to_string()),
         ];
-        for (key, value) in values {
-            out = out.insert(Header {
-                key,
-                value: Some(value.as_bytes()),
-            });
-        }
+        out.extend(
+            values
+                .into_iter()
+                .map(|(key, value)| (key.to_string(), value.into_bytes())),
+        );
         out
     }
 }

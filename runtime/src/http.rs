@@ -2,7 +2,7 @@
 //! group and is not shutting down or stuck on a dependency).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -12,12 +12,24 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
-/// What `/readyz` reports.
+/// What `/healthz` and `/readyz` report.
+///
+/// Liveness means the consume loop is alive: it beats at least every few seconds, and it is
+/// not stuck assigned, behind and receiving nothing (a stall the loop could not clear by
+/// itself). A Kubernetes liveness probe on `/healthz` then restarts a processor that stopped
+/// consuming, which a plain "ok" never would.
 #[derive(Clone, Default)]
 pub struct Health {
     ready: Arc<AtomicBool>,
     degraded: Arc<AtomicBool>,
+    /// Epoch ms of the consume loop's last beat (0: no loop yet, e.g. a tool).
+    beat_ms: Arc<AtomicI64>,
+    /// Epoch ms since when the loop has been stalled (0: not stalled).
+    stalled_since_ms: Arc<AtomicI64>,
 }
+
+/// A loop that has not beaten for this long is dead.
+const BEAT_LIMIT_MS: i64 = 60_000;
 
 impl Health {
     pub fn set_ready(&self, ready: bool) {
@@ -30,6 +42,28 @@ impl Health {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed) && !self.degraded.load(Ordering::Relaxed)
     }
+    /// The consume loop is alive.
+    pub fn beat(&self) {
+        self.beat_ms.store(crate::now_ms(), Ordering::Relaxed);
+    }
+    /// The loop is stalled (assigned, behind, nothing received), or no longer.
+    pub fn set_stalled(&self, stalled: bool) {
+        if !stalled {
+            self.stalled_since_ms.store(0, Ordering::Relaxed);
+        } else if self.stalled_since_ms.load(Ordering::Relaxed) == 0 {
+            self.stalled_since_ms
+                .store(crate::now_ms(), Ordering::Relaxed);
+        }
+    }
+    /// Whether the process should be restarted: its loop stopped beating, or it has been
+    /// stalled for longer than `stall_limit_ms`.
+    pub fn is_alive(&self, stall_limit_ms: i64) -> bool {
+        let now = crate::now_ms();
+        let beat = self.beat_ms.load(Ordering::Relaxed);
+        let stalled = self.stalled_since_ms.load(Ordering::Relaxed);
+        (beat == 0 || now - beat < BEAT_LIMIT_MS)
+            && (stalled == 0 || now - stalled < stall_limit_ms)
+    }
 }
 
 /// Binds `listen` and serves until `shutdown`. Returns the bound address (port 0 picks one).
@@ -37,6 +71,7 @@ pub async fn serve(
     listen: &str,
     metrics: Metrics,
     health: Health,
+    stall_limit_ms: i64,
     shutdown: CancellationToken,
 ) -> std::io::Result<std::net::SocketAddr> {
     let listener = TcpListener::bind(listen).await?;
@@ -49,7 +84,22 @@ pub async fn serve(
                 async move { m.render() }
             }),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get({
+                let h = health.clone();
+                move || {
+                    let h = h.clone();
+                    async move {
+                        if h.is_alive(stall_limit_ms) {
+                            (StatusCode::OK, "ok")
+                        } else {
+                            (StatusCode::SERVICE_UNAVAILABLE, "consume loop stalled")
+                        }
+                    }
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(move || {
@@ -81,13 +131,21 @@ pub async fn serve_configured(
     if config.http.listen.is_empty() {
         return Ok(None);
     }
-    serve(&config.http.listen, metrics, health, shutdown)
-        .await
-        .map(Some)
-        .map_err(|source| crate::runner::RuntimeError::Http {
-            listen: config.http.listen.clone(),
-            source,
-        })
+    let stall_limit_ms =
+        i64::try_from(config.runtime.stall_after_ms.saturating_mul(2)).unwrap_or(i64::MAX);
+    serve(
+        &config.http.listen,
+        metrics,
+        health,
+        stall_limit_ms,
+        shutdown,
+    )
+    .await
+    .map(Some)
+    .map_err(|source| crate::runner::RuntimeError::Http {
+        listen: config.http.listen.clone(),
+        source,
+    })
 }
 
 /// A loopback port nobody listens on now, for a process to be started with

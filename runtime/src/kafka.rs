@@ -1,6 +1,11 @@
-//! Kafka clients as every processor configures them, and the consumer context that keeps the
-//! offset tracker in step with rebalances.
+//! Kafka clients as every processor and tool configures them, and the consumer context that
+//! keeps the offset tracker and the pause state in step with rebalances.
+//!
+//! [`client_config`] is the one place a client starts from: `bootstrap.servers` plus
+//! `[kafka.properties]` (SASL, TLS, tuning), so every client (processors, tables, probes,
+//! the CLI's tools) reaches a secured cluster the same way.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,8 +18,8 @@ use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::offsets::{OffsetTracker, PartitionKey};
 
-/// Settings shared by consumers and producers, then `[kafka.properties]`.
-fn base(config: &Config) -> ClientConfig {
+/// `bootstrap.servers` and `[kafka.properties]`: what every client needs to reach the cluster.
+pub fn client_config(config: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.kafka.bootstrap_servers);
     for (k, v) in &config.kafka.properties {
@@ -23,8 +28,22 @@ fn base(config: &Config) -> ClientConfig {
     c
 }
 
+/// A consumer without a group of its own (tools, tables, probes), from [`client_config`].
+/// `group_id` only names it to the broker; nothing is committed. It reports reaching the end
+/// of a partition (`PartitionEOF`), which tells "caught up" even when the log ends in a
+/// transaction marker that no message stands for.
+pub fn reader_config(config: &Config, group_id: &str) -> ClientConfig {
+    let mut c = client_config(config);
+    c.set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed");
+    c
+}
+
 /// A consumer that never commits on its own what was not stored: offsets are stored by the
-/// runtime only for acknowledged records, and auto-commit sends what is stored.
+/// runtime only for finished records, and auto-commit sends what is stored.
 pub fn consumer_config(config: &Config, group_id: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     let defaults = [
@@ -35,6 +54,8 @@ pub fn consumer_config(config: &Config, group_id: &str) -> ClientConfig {
         ("auto.offset.reset", "earliest"),
         ("session.timeout.ms", "10000"),
         ("statistics.interval.ms", "5000"),
+        // Outputs of transactional processors are visible once their transaction commits.
+        ("isolation.level", "read_committed"),
         // Bounded prefetch: a slow stage slows fetching instead of growing memory. 4 MB is
         // thousands of records; with a short backoff once it is full, fetching resumes as soon
         // as the stage has taken some (librdkafka's default waits a whole second, which made
@@ -46,7 +67,7 @@ pub fn consumer_config(config: &Config, group_id: &str) -> ClientConfig {
     for (k, v) in defaults {
         c.set(k, v);
     }
-    for (k, v) in base(config).config_map() {
+    for (k, v) in client_config(config).config_map() {
         c.set(k, v);
     }
     for (k, v) in &config.kafka.consumer {
@@ -64,14 +85,17 @@ pub fn producer_config(config: &Config) -> ClientConfig {
         ("linger.ms", "5"),
         ("compression.type", "lz4"),
         // The Java client's partitioner: records keyed by user id land on the same partition
-        // whichever language produced them, which co-partitioned tables rely on.
+        // whichever language produced them, which partition ownership relies on.
         ("partitioner", "murmur2_random"),
         ("statistics.interval.ms", "0"),
+        // A crashed transactional instance's open transaction blocks read_committed
+        // consumers until the broker aborts it: keep that short (commits come every 100 ms).
+        ("transaction.timeout.ms", "10000"),
     ];
     for (k, v) in defaults {
         c.set(k, v);
     }
-    for (k, v) in base(config).config_map() {
+    for (k, v) in client_config(config).config_map() {
         c.set(k, v);
     }
     for (k, v) in &config.kafka.producer {
@@ -80,12 +104,56 @@ pub fn producer_config(config: &Config) -> ClientConfig {
     c
 }
 
+/// Whether the loop wants its partitions paused (backpressure). librdkafka keeps a
+/// partition's pause flag across a revoke and a re-assignment of the same partition, so a
+/// resume issued in between (on an empty assignment) would leave it paused for good: the
+/// assignment callback applies this wanted state to every newly assigned partition.
+#[derive(Default)]
+pub struct PauseState {
+    wanted: AtomicBool,
+}
+
+impl PauseState {
+    pub fn wanted(&self) -> bool {
+        self.wanted.load(Ordering::Relaxed)
+    }
+
+    /// Pauses or resumes the whole current assignment and remembers the choice.
+    pub fn apply<C: Consumer<X>, X: ConsumerContext>(&self, consumer: &C, pause: bool) {
+        self.wanted.store(pause, Ordering::Relaxed);
+        match consumer.assignment() {
+            Ok(assignment) => set(consumer, &assignment, pause),
+            Err(e) => tracing::warn!(error = %e, pause, "reading the assignment failed"),
+        }
+    }
+}
+
+fn set<C: Consumer<X>, X: ConsumerContext>(
+    consumer: &C,
+    tpl: &rdkafka::TopicPartitionList,
+    pause: bool,
+) {
+    if tpl.count() == 0 {
+        return;
+    }
+    let result = if pause {
+        consumer.pause(tpl)
+    } else {
+        consumer.resume(tpl)
+    };
+    match result {
+        Ok(()) => tracing::debug!(pause, partitions = tpl.count(), "backpressure"),
+        Err(e) => tracing::warn!(error = %e, pause, "pause/resume failed"),
+    }
+}
+
 /// Keeps the offset tracker in step with the group: on revoke it waits (bounded) for in-flight
-/// records of the revoked partitions, commits what is stored, then forgets them.
+/// records of the revoked partitions, commits what is finished, then forgets them.
 pub struct RunnerContext {
-    pub tracker: Arc<Mutex<OffsetTracker>>,
+    pub(crate) tracker: Arc<Mutex<OffsetTracker<crate::lane::Release>>>,
     pub metrics: Metrics,
     pub health: Health,
+    pub pause: Arc<PauseState>,
     pub drain_timeout: Duration,
     /// Once shutting down, the run loop has drained already: revoke without waiting.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -98,21 +166,23 @@ pub struct RunnerContext {
 }
 
 impl ClientContext for RunnerContext {
-    /// Lag per partition from librdkafka's statistics. Parsed loosely (only the fields used)
-    /// so that a field added by a newer librdkafka never loses the metric.
+    /// Lag per partition from librdkafka's statistics.
     fn stats_raw(&self, statistics: &[u8]) {
         self.metrics.record_consumer_lag(statistics);
     }
 }
 
+fn keys_of(tpl: &rdkafka::TopicPartitionList) -> Vec<PartitionKey> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
 impl ConsumerContext for RunnerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let keys: Vec<PartitionKey> = tpl
-                .elements()
-                .iter()
-                .map(|e| (e.topic().to_string(), e.partition()))
-                .collect();
+            let keys = keys_of(tpl);
             let deadline = Instant::now() + self.drain_timeout;
             loop {
                 let in_flight = self
@@ -131,21 +201,29 @@ impl ConsumerContext for RunnerContext {
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
+            let forget = || {
+                if let Ok(mut t) = self.tracker.lock() {
+                    t.revoke(&keys);
+                }
+            };
             match &self.transactions {
+                // The commit and the forgetting happen under the transaction gate together, so
+                // no output of a revoked partition slips into the next transaction.
                 Some((txn, producer)) => {
-                    if let Err(e) =
-                        txn.commit(producer, consumer.group_metadata(), Duration::from_secs(30))
-                    {
+                    if let Err(e) = txn.commit_then(
+                        producer,
+                        consumer.group_metadata(),
+                        Duration::from_secs(30),
+                        forget,
+                    ) {
                         tracing::error!(error = %e, "commit on revoke failed; the new owner redoes the records");
                     }
                 }
-                // Nothing stored yet is not an error worth reporting.
                 None => {
+                    // Nothing stored yet is not an error worth reporting.
                     let _ = consumer.commit_consumer_state(CommitMode::Sync);
+                    forget();
                 }
-            }
-            if let Ok(mut t) = self.tracker.lock() {
-                t.revoke(&keys);
             }
             self.hooks.revoked(&keys);
             for (topic, partition) in &keys {
@@ -158,18 +236,16 @@ impl ConsumerContext for RunnerContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            let keys: Vec<PartitionKey> = tpl
-                .elements()
-                .iter()
-                .map(|e| (e.topic().to_string(), e.partition()))
-                .collect();
+            let keys = keys_of(tpl);
             tracing::info!(partitions = keys.len(), "partitions assigned");
             self.hooks.assigned(&keys);
             if let Ok(mut t) = self.tracker.lock() {
                 t.assign(keys);
             }
+            // Explicitly, both ways: a stale pause flag from before the revoke is cleared.
+            set(consumer, tpl, self.pause.wanted());
             self.health.set_ready(true);
         }
     }

@@ -1,15 +1,19 @@
 //! One lane: decode, process, produce, and acknowledge, one record at a time in arrival order.
-//! Production is pipelined: the lane moves on once its outputs are queued in the producer;
-//! a separate task waits for their acknowledgement and then advances the committable offset.
+//!
+//! At-least-once: the lane moves on once a record's outputs are queued in the producer; a
+//! separate task waits for their acknowledgement and then advances the committable offset.
+//! Exactly-once: a finished record's outputs wait in the offset tracker until every record
+//! before it in its partition has finished, then go into the open transaction in offset
+//! order with their offsets (see txn.rs), so lanes may still be chosen by key.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::dlq::{DeadLetter, ErrorClass};
@@ -17,8 +21,46 @@ use crate::processor::{Decode, Output, ProcessError, Processor, RecordMeta, Valu
 use crate::runner::Shared;
 
 pub(crate) struct Job {
-    pub msg: OwnedMessage,
-    pub permit: OwnedSemaphorePermit,
+    pub record: RecordMeta,
+    /// The partition's assignment epoch the record was read under.
+    pub epoch: u64,
+    pub permit: InFlight,
+}
+
+/// A record's place in the in-flight bound: dropped (whichever way the record ends: produced,
+/// abandoned, or forgotten with a revoked partition) it frees the place and wakes the loop.
+/// (It holds no `Shared`: held outputs live in the tracker inside it, which would make a cycle.)
+pub(crate) struct InFlight {
+    _permit: OwnedSemaphorePermit,
+    gauge: prometheus::IntGauge,
+    capacity: Arc<tokio::sync::Notify>,
+}
+
+impl InFlight {
+    pub fn new(permit: OwnedSemaphorePermit, shared: &Shared) -> InFlight {
+        shared.metrics.in_flight.inc();
+        InFlight {
+            _permit: permit,
+            gauge: shared.metrics.in_flight.clone(),
+            capacity: shared.capacity.clone(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.gauge.dec();
+        self.capacity.notify_one();
+    }
+}
+
+/// The outputs of one finished record, waiting for their turn (exactly-once mode). It keeps
+/// the record's in-flight permit, so outputs held behind a slow record count towards the
+/// in-flight bound and memory stays bounded.
+pub(crate) struct Release {
+    encoded: Vec<Encoded>,
+    timestamp_ms: Option<i64>,
+    permit: InFlight,
 }
 
 pub(crate) struct Lane<P> {
@@ -32,14 +74,7 @@ impl<P: Processor> Lane<P> {
     pub async fn run(self, mut jobs: mpsc::Receiver<Job>) {
         while let Some(job) = jobs.recv().await {
             self.shared.capacity.notify_one();
-            if self.shared.shutdown.is_cancelled()
-                && self
-                    .shared
-                    .fatal
-                    .lock()
-                    .map(|f| f.is_some())
-                    .unwrap_or(true)
-            {
+            if self.shared.shutdown.is_cancelled() && self.shared.has_failed() {
                 // After a fatal error nothing more is produced; the records are redone on restart.
                 continue;
             }
@@ -47,78 +82,74 @@ impl<P: Processor> Lane<P> {
         }
     }
 
+    fn stage(&self) -> &str {
+        &self.shared.spec.name
+    }
+
     async fn handle(&self, job: Job) {
-        let Job { msg, permit } = job;
-        let meta = meta_of(&msg);
+        let Job {
+            record,
+            epoch,
+            permit,
+        } = job;
         let started = Instant::now();
-        let Some(outputs) = self.outputs_for(&msg, &meta).await else {
-            // Shut down while a dependency was failing: not acknowledged, so redone on restart.
-            self.shared.metrics.in_flight.dec();
+        let outputs = self.outputs_for(&record, epoch).await;
+        let encoded = match outputs {
+            Some(outputs) => {
+                self.shared
+                    .metrics
+                    .process_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                self.encode_all(outputs).await
+            }
+            None => None,
+        };
+        let Some(encoded) = encoded else {
+            // Shut down, revoked, or a fatal error: not finished, so redone by whoever owns
+            // the partition next.
             return;
         };
-        self.shared
-            .metrics
-            .process_seconds
-            .observe(started.elapsed().as_secs_f64());
-        let Some(encoded) = self.encode_all(outputs).await else {
-            self.shared.metrics.in_flight.dec();
+        if self.shared.txn.is_some() {
+            self.release_in_order(&record, epoch, encoded, permit);
             return;
-        };
-        let Some(pending) = self.send_all(encoded, &meta) else {
-            self.shared.metrics.in_flight.dec();
+        }
+        let Some(pending) = self.send_all(encoded, record.timestamp_ms) else {
             return;
         };
         let shared = self.shared.clone();
         tokio::spawn(async move {
-            for (topic, delivery) in pending {
-                match delivery.await {
-                    Ok(Ok(_)) => shared
-                        .metrics
-                        .records_produced
-                        .with_label_values(&[topic.as_str()])
-                        .inc(),
-                    Ok(Err((e, _))) => return shared.fail(format!("produce to {topic}: {e}")),
-                    Err(_) => return shared.fail(format!("produce to {topic}: producer gone")),
-                }
+            if !acknowledged(&shared, pending, record.timestamp_ms).await {
+                return;
             }
-            if let Some(ts) = meta.timestamp_ms {
-                let age = (now_ms() - ts).max(0) as f64 / 1000.0;
-                shared.metrics.end_to_end_seconds.observe(age);
-            }
-            // With transactions the offset went into the transaction when the outputs did.
-            let next = match shared.txn {
-                Some(_) => None,
-                None => shared
-                    .tracker
-                    .lock()
-                    .ok()
-                    .and_then(|mut t| t.complete(&meta.topic, meta.partition, meta.offset)),
-            };
+            let next = shared.tracker.lock().ok().and_then(|mut t| {
+                t.finish(&record.topic, record.partition, record.offset, epoch, None)
+                    .next_offset
+            });
             if let Some(next) = next {
                 // `store_offsets` takes the next offset to read, as committed (the older
                 // `store_offset` adds one itself, which would skip a record).
                 let mut tpl = TopicPartitionList::new();
                 let stored = tpl
-                    .add_partition_offset(&meta.topic, meta.partition, Offset::Offset(next))
+                    .add_partition_offset(&record.topic, record.partition, Offset::Offset(next))
                     .and_then(|()| shared.consumer.store_offsets(&tpl));
                 if let Err(e) = stored {
                     tracing::debug!(error = %e, "store offset (partition likely revoked)");
                 }
             }
-            shared.metrics.in_flight.dec();
             drop(permit);
-            shared.capacity.notify_one();
         });
     }
 
     /// Decodes and processes until there is an answer: outputs, or a dead letter. Transient
-    /// failures are retried with backoff; None means shutdown came first.
-    async fn outputs_for(&self, msg: &OwnedMessage, meta: &RecordMeta) -> Option<Vec<Output>> {
+    /// failures are retried with backoff; None means shutdown came first, or the partition
+    /// was taken away meanwhile (its new owner redoes the record).
+    async fn outputs_for(&self, record: &RecordMeta, epoch: u64) -> Option<Vec<Output>> {
         let mut backoff = Duration::from_millis(100);
         let mut first_failure = None;
         loop {
-            let result = match P::Input::decode(&self.shared.codec, msg.payload()).await {
-                Ok(input) => self.processor.process(input, meta).await,
+            let result = match P::Input::decode(&self.shared.codec, record.payload.as_deref()).await
+            {
+                Ok(input) => self.processor.process(input, record).await,
                 Err(e) => match e.dead_letter_class() {
                     Some(class) => Err(ProcessError::reject(class, e.to_string())),
                     None => Err(ProcessError::Transient(e.to_string())),
@@ -135,18 +166,21 @@ impl<P: Processor> Lane<P> {
                     class,
                     reason,
                     mut outputs,
+                    stage,
                 }) => {
                     if first_failure.is_some() {
                         self.shared.health.set_degraded(false);
                     }
-                    tracing::debug!(class = class.as_str(), %reason, topic = %meta.topic, offset = meta.offset, "dead letter");
+                    let stage = stage.unwrap_or(self.stage());
+                    tracing::debug!(class = class.as_str(), stage, %reason, topic = %record.topic, offset = record.offset, "dead letter");
                     self.shared
                         .metrics
                         .dead_letters
-                        .with_label_values(&[class.as_str()])
+                        .with_label_values(&[stage, class.as_str()])
                         .inc();
                     outputs.push(self.dead_letter(
-                        msg,
+                        record,
+                        stage,
                         class,
                         reason,
                         first_failure.unwrap_or_else(now_ms),
@@ -155,12 +189,27 @@ impl<P: Processor> Lane<P> {
                 }
                 Err(ProcessError::Transient(reason)) => {
                     first_failure.get_or_insert_with(now_ms);
-                    self.shared.metrics.transient_errors.inc();
+                    self.shared
+                        .metrics
+                        .transient_errors
+                        .with_label_values(&[self.stage()])
+                        .inc();
                     self.shared.health.set_degraded(true);
                     tracing::warn!(%reason, retry_in_ms = backoff.as_millis() as u64, "transient failure; holding the record");
                     tokio::select! {
                         _ = self.shared.shutdown.cancelled() => return None,
                         _ = tokio::time::sleep(backoff) => {}
+                    }
+                    let ours = self
+                        .shared
+                        .tracker
+                        .lock()
+                        .map(|t| t.is_current(&record.topic, record.partition, epoch))
+                        .unwrap_or(false);
+                    if !ours {
+                        tracing::info!(topic = %record.topic, partition = record.partition, offset = record.offset, "partition revoked while the record was held; leaving it to the new owner");
+                        self.shared.health.set_degraded(false);
+                        return None;
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
@@ -170,32 +219,28 @@ impl<P: Processor> Lane<P> {
 
     fn dead_letter(
         &self,
-        msg: &OwnedMessage,
+        record: &RecordMeta,
+        stage: &str,
         class: ErrorClass,
         reason: String,
         first_failure_at_ms: i64,
     ) -> Output {
         let dl = DeadLetter {
-            stage: self.shared.spec.name.clone(),
+            stage: stage.to_string(),
             class,
             reason,
-            source_topic: msg.topic().to_string(),
-            source_partition: msg.partition(),
-            source_offset: msg.offset(),
+            source_topic: record.topic.clone(),
+            source_partition: record.partition,
+            source_offset: record.offset,
             attempts: 1,
             first_failure_at_ms,
         };
-        let headers = dl.headers(msg.headers());
-        let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
         let mut out = Output::bytes(
             &self.shared.config.runtime.dlq_topic,
-            key,
-            msg.payload().unwrap_or_default().to_vec(),
+            record.key.clone(),
+            record.payload.clone().unwrap_or_default(),
         );
-        out.headers = headers
-            .iter()
-            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-            .collect();
+        out.headers = dl.headers_after(&record.headers);
         out
     }
 
@@ -213,7 +258,11 @@ impl<P: Processor> Lane<P> {
                 match attempt {
                     Ok(p) => break p,
                     Err(e) if e.is_retriable() => {
-                        self.shared.metrics.transient_errors.inc();
+                        self.shared
+                            .metrics
+                            .transient_errors
+                            .with_label_values(&[self.stage()])
+                            .inc();
                         tracing::warn!(error = %e, "registry unavailable while encoding; retrying");
                         tokio::select! {
                             _ = self.shared.shutdown.cancelled() => return None,
@@ -239,33 +288,66 @@ impl<P: Processor> Lane<P> {
                 key: output.key,
                 payload,
                 headers,
+                partition: output.partition,
             });
         }
         Some(encoded)
     }
 
-    /// Queues a record's outputs in the producer, in order. With transactions this happens
-    /// under the shared gate together with noting the record's offset, so a commit sees both
-    /// or neither. None means a fatal error.
+    /// Exactly-once: notes the record finished and sends, under the shared transaction gate,
+    /// the outputs of every record this completes the prefix of, in offset order, together
+    /// with the next offset to commit.
+    fn release_in_order(
+        &self,
+        record: &RecordMeta,
+        epoch: u64,
+        encoded: Vec<Encoded>,
+        permit: InFlight,
+    ) {
+        let Some(txn) = self.shared.txn.as_deref() else {
+            return;
+        };
+        let _gate = txn.gate.read().unwrap_or_else(|e| e.into_inner());
+        let mut tracker = self
+            .shared
+            .tracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let released = tracker.finish(
+            &record.topic,
+            record.partition,
+            record.offset,
+            epoch,
+            Some(Release {
+                encoded,
+                timestamp_ms: record.timestamp_ms,
+                permit,
+            }),
+        );
+        let Some(next) = released.next_offset else {
+            return;
+        };
+        for release in released.outputs {
+            let sent = self.send_all(release.encoded, release.timestamp_ms);
+            drop(release.permit);
+            let Some(pending) = sent else {
+                return;
+            };
+            let shared = self.shared.clone();
+            let timestamp_ms = release.timestamp_ms;
+            tokio::spawn(async move {
+                acknowledged(&shared, pending, timestamp_ms).await;
+            });
+        }
+        txn.record_produced(&record.topic, record.partition, Some(next));
+    }
+
+    /// Queues outputs in the producer, in order. None means a fatal error.
     fn send_all(
         &self,
         encoded: Vec<Encoded>,
-        meta: &RecordMeta,
+        timestamp_ms: Option<i64>,
     ) -> Option<Vec<(String, DeliveryFuture)>> {
-        let txn = self.shared.txn.as_deref();
-        let _shared_gate = txn.map(|t| t.gate.read().unwrap_or_else(|e| e.into_inner()));
-        if txn.is_some() {
-            let ours = self
-                .shared
-                .tracker
-                .lock()
-                .map(|t| t.is_pending(&meta.topic, meta.partition, meta.offset))
-                .unwrap_or(false);
-            if !ours {
-                // Revoked (and committed) while we worked: its new owner produces it.
-                return Some(Vec::new());
-            }
-        }
         let mut deliveries = Vec::with_capacity(encoded.len());
         for e in encoded {
             loop {
@@ -277,7 +359,10 @@ impl<P: Processor> Lane<P> {
                 if let Some(p) = &e.payload {
                     record = record.payload(p.as_slice());
                 }
-                if let Some(ts) = meta.timestamp_ms {
+                if let Some(p) = e.partition {
+                    record = record.partition(p);
+                }
+                if let Some(ts) = timestamp_ms {
                     record = record.timestamp(ts);
                 }
                 match self.shared.producer.send_result(record) {
@@ -297,41 +382,46 @@ impl<P: Processor> Lane<P> {
                 }
             }
         }
-        if let Some(t) = txn {
-            let next = self
-                .shared
-                .tracker
-                .lock()
-                .ok()
-                .and_then(|mut tr| tr.complete(&meta.topic, meta.partition, meta.offset));
-            t.record_produced(&meta.topic, meta.partition, next);
-        }
         Some(deliveries)
     }
 }
 
+/// Waits for every delivery; counts them and the end-to-end latency. False (and the
+/// processor stops) when one failed.
+async fn acknowledged(
+    shared: &Shared,
+    pending: Vec<(String, DeliveryFuture)>,
+    timestamp_ms: Option<i64>,
+) -> bool {
+    for (topic, delivery) in pending {
+        match delivery.await {
+            Ok(Ok(_)) => shared
+                .metrics
+                .records_produced
+                .with_label_values(&[topic.as_str()])
+                .inc(),
+            Ok(Err((e, _))) => {
+                shared.fail(format!("produce to {topic}: {e}"));
+                return false;
+            }
+            Err(_) => {
+                shared.fail(format!("produce to {topic}: producer gone"));
+                return false;
+            }
+        }
+    }
+    if let Some(ts) = timestamp_ms {
+        let age = (now_ms() - ts).max(0) as f64 / 1000.0;
+        shared.metrics.end_to_end_seconds.observe(age);
+    }
+    true
+}
+
 /// An output ready for the producer.
-struct Encoded {
+pub(crate) struct Encoded {
     topic: String,
     key: Option<String>,
     payload: Option<Vec<u8>>,
     headers: OwnedHeaders,
-}
-
-fn meta_of(msg: &OwnedMessage) -> RecordMeta {
-    RecordMeta {
-        topic: msg.topic().to_string(),
-        partition: msg.partition(),
-        offset: msg.offset(),
-        key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-        timestamp_ms: msg.timestamp().to_millis(),
-        headers: msg
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                    .collect()
-            })
-            .unwrap_or_default(),
-    }
+    partition: Option<i32>,
 }

@@ -1,87 +1,145 @@
-//! Metric names come from here: `notify_<processor>_<noun>_<unit>`. Labels stay bounded
-//! (topic, partition, class, outcome; never a user id or an address).
+//! Metric names come from here, one family per concept with the processor as a label
+//! (`notify_records_consumed_total{processor="chain",topic=...}`), so one query sums or
+//! compares processors without matching on names. Base units, `_total` counters. Labels stay
+//! bounded (topic, partition, stage, class, outcome, channel; never a user id or an address).
+//!
+//! Every processor registers the same families at start, whether or not it uses them, so a
+//! dashboard or alert query never depends on which processor happens to be deployed.
+
+use std::collections::HashMap;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// The metrics every processor has. Processors add their own through [`Metrics::name`].
+/// The families every processor exports (checked by a shared test).
+pub const REQUIRED: [&str; 9] = [
+    "notify_records_consumed_total",
+    "notify_records_produced_total",
+    "notify_dead_letters_total",
+    "notify_transient_errors_total",
+    "notify_process_duration_seconds",
+    "notify_end_to_end_latency_seconds",
+    "notify_consumer_lag_records",
+    "notify_in_flight_records",
+    "notify_build_info",
+];
+
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// The metrics of one processor process. Cheap to clone (handles to one registry).
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
-    prefix: String,
+    pub processor: String,
     pub records_consumed: IntCounterVec,
     pub records_produced: IntCounterVec,
+    /// `{stage, class}`
     pub dead_letters: IntCounterVec,
-    pub transient_errors: IntCounter,
+    /// `{stage}`
+    pub transient_errors: IntCounterVec,
     pub process_seconds: Histogram,
     pub end_to_end_seconds: Histogram,
     pub consumer_lag: IntGaugeVec,
     pub in_flight: IntGauge,
+    /// `{stage, decision}`: what each stage decided (routed, filtered_<reason>, duplicate, ...).
+    pub decisions: IntCounterVec,
+    /// `{kind}`: CQL statements sent (read, write, batch, lwt), so Paxos rounds are counted.
+    pub cql_statements: IntCounterVec,
+    /// `{kind}`: rows written inside batches, beside the batch count.
+    pub cql_batched_rows: IntCounterVec,
+    /// Consume loop stalls detected (assigned, behind, and nothing received).
+    pub stalls: IntCounter,
 }
 
-/// The metric names every processor must export (checked by a shared test).
-pub const REQUIRED: [&str; 8] = [
-    "records_consumed_total",
-    "records_produced_total",
-    "dead_letters_total",
-    "transient_errors_total",
-    "process_duration_seconds",
-    "end_to_end_latency_seconds",
-    "consumer_lag_records",
-    "in_flight_records",
-];
+fn counter(opts: Opts, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(opts, labels).expect("valid metric")
+}
 
 impl Metrics {
     pub fn new(processor: &str) -> Metrics {
-        let registry = Registry::new();
-        let prefix = format!("notify_{}", processor.replace(['-', '.'], "_"));
-        let m = |noun: &str| format!("{prefix}_{noun}");
-        let latency_buckets = vec![
-            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-        ];
+        let labels = HashMap::from([("processor".to_string(), processor.to_string())]);
+        let registry = Registry::new_custom(None, Some(labels)).expect("valid registry");
         let metrics = Metrics {
-            records_consumed: IntCounterVec::new(
-                Opts::new(m(REQUIRED[0]), "Records consumed"),
+            records_consumed: counter(
+                Opts::new(REQUIRED[0], "Records consumed from an input topic"),
                 &["topic"],
-            )
-            .expect("valid metric"),
-            records_produced: IntCounterVec::new(
-                Opts::new(m(REQUIRED[1]), "Records produced and acknowledged"),
+            ),
+            records_produced: counter(
+                Opts::new(REQUIRED[1], "Records produced and acknowledged, per topic"),
                 &["topic"],
-            )
-            .expect("valid metric"),
-            dead_letters: IntCounterVec::new(
-                Opts::new(m(REQUIRED[2]), "Records dead-lettered"),
-                &["class"],
-            )
-            .expect("valid metric"),
-            transient_errors: IntCounter::new(
-                m(REQUIRED[3]),
-                "Transient failures (the record is retried)",
-            )
-            .expect("valid metric"),
+            ),
+            dead_letters: counter(
+                Opts::new(REQUIRED[2], "Records dead-lettered, per stage and class"),
+                &["stage", "class"],
+            ),
+            transient_errors: counter(
+                Opts::new(
+                    REQUIRED[3],
+                    "Transient failures (the record is held and retried), per stage",
+                ),
+                &["stage"],
+            ),
             process_seconds: Histogram::with_opts(
-                HistogramOpts::new(m(REQUIRED[4]), "Time to decode and process one record")
-                    .buckets(latency_buckets.clone()),
+                HistogramOpts::new(REQUIRED[4], "Time to decode and process one record")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
             )
             .expect("valid metric"),
             end_to_end_seconds: Histogram::with_opts(
-                HistogramOpts::new(m(REQUIRED[5]), "Event time to acknowledged output")
-                    .buckets(latency_buckets),
+                HistogramOpts::new(REQUIRED[5], "Event time to acknowledged output")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
             )
             .expect("valid metric"),
             consumer_lag: IntGaugeVec::new(
-                Opts::new(m(REQUIRED[6]), "Records behind the log end"),
+                Opts::new(REQUIRED[6], "Records behind the log end"),
                 &["topic", "partition"],
             )
             .expect("valid metric"),
-            in_flight: IntGauge::new(m(REQUIRED[7]), "Records consumed and not yet acknowledged")
+            in_flight: IntGauge::new(REQUIRED[7], "Records consumed and not yet acknowledged")
                 .expect("valid metric"),
+            decisions: counter(
+                Opts::new(
+                    "notify_stage_decisions_total",
+                    "Decisions of each stage's business rule",
+                ),
+                &["stage", "decision"],
+            ),
+            cql_statements: counter(
+                Opts::new(
+                    "notify_cql_statements_total",
+                    "CQL statements sent, by kind (read, write, batch, lwt)",
+                ),
+                &["kind"],
+            ),
+            cql_batched_rows: counter(
+                Opts::new(
+                    "notify_cql_batched_rows_total",
+                    "Rows written inside CQL batches",
+                ),
+                &["table"],
+            ),
+            stalls: IntCounter::new(
+                "notify_consumer_stalls_total",
+                "Times the consume loop was assigned, behind and received nothing",
+            )
+            .expect("valid metric"),
+            processor: processor.to_string(),
             registry,
-            prefix,
         };
+        let build_info = IntGaugeVec::new(
+            Opts::new(REQUIRED[8], "Always 1; the labels say which build runs"),
+            &["version", "commit"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("NOTIFY_BUILD_COMMIT").unwrap_or("unknown"),
+            ])
+            .set(1);
         for c in [
             Box::new(metrics.records_consumed.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(metrics.records_produced.clone()),
@@ -91,59 +149,69 @@ impl Metrics {
             Box::new(metrics.end_to_end_seconds.clone()),
             Box::new(metrics.consumer_lag.clone()),
             Box::new(metrics.in_flight.clone()),
+            Box::new(build_info),
+            Box::new(metrics.decisions.clone()),
+            Box::new(metrics.cql_statements.clone()),
+            Box::new(metrics.cql_batched_rows.clone()),
+            Box::new(metrics.stalls.clone()),
         ] {
             metrics
                 .registry
                 .register(c)
                 .expect("metric names are unique");
         }
+        // CPU seconds, resident memory, open file descriptors (process_* by convention).
+        #[cfg(target_os = "linux")]
+        let _ = metrics.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
         metrics
     }
 
-    /// The full name of a processor-specific metric: `notify_<processor>_<noun>`.
-    pub fn name(&self, noun: &str) -> String {
-        format!("{}_{noun}", self.prefix)
+    /// Counts one decision of `stage`.
+    pub fn decided(&self, stage: &str, decision: &str) {
+        self.decisions.with_label_values(&[stage, decision]).inc();
     }
 
-    /// Registers a processor-specific counter vector.
-    pub fn counter_vec(&self, noun: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-        let c = IntCounterVec::new(Opts::new(self.name(noun), help), labels).expect("valid metric");
+    /// Registers a processor-specific counter family (full name, e.g.
+    /// `notify_provider_requests_total`).
+    pub fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        let c = counter(Opts::new(name, help), labels);
         self.registry
             .register(Box::new(c.clone()))
             .expect("metric names are unique");
         c
     }
 
-    /// Registers a processor-specific histogram vector (seconds).
-    pub fn histogram_vec(&self, noun: &str, help: &str, labels: &[&str]) -> HistogramVec {
-        let h = HistogramVec::new(HistogramOpts::new(self.name(noun), help), labels)
-            .expect("valid metric");
+    /// Registers a processor-specific gauge family.
+    pub fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+        self.registry
+            .register(Box::new(g.clone()))
+            .expect("metric names are unique");
+        g
+    }
+
+    /// Registers a processor-specific histogram family (seconds).
+    pub fn histogram_vec(&self, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+        let h = HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+            labels,
+        )
+        .expect("valid metric");
         self.registry
             .register(Box::new(h.clone()))
             .expect("metric names are unique");
         h
     }
 
-    /// Sets `consumer_lag_records` from librdkafka's statistics JSON. Parsed loosely (only the
-    /// fields used) so a field added by a newer librdkafka never loses the metric.
+    /// Sets `notify_consumer_lag_records` from librdkafka's statistics JSON.
     pub fn record_consumer_lag(&self, statistics: &[u8]) {
-        let Ok(json) = serde_json::from_slice::<serde_json::Value>(statistics) else {
-            return;
-        };
-        let Some(topics) = json.get("topics").and_then(|t| t.as_object()) else {
-            return;
-        };
-        for (topic, t) in topics {
-            let Some(partitions) = t.get("partitions").and_then(|p| p.as_object()) else {
-                continue;
-            };
-            for (partition, p) in partitions {
-                let lag = p.get("consumer_lag").and_then(|l| l.as_i64()).unwrap_or(-1);
-                if partition != "-1" && lag >= 0 {
-                    self.consumer_lag
-                        .with_label_values(&[topic.as_str(), partition.as_str()])
-                        .set(lag);
-                }
+        for p in partition_stats(statistics) {
+            if p.consumer_lag >= 0 {
+                self.consumer_lag
+                    .with_label_values(&[p.topic.as_str(), &p.partition.to_string()])
+                    .set(p.consumer_lag);
             }
         }
     }
@@ -165,10 +233,50 @@ impl Metrics {
             .collect();
         REQUIRED
             .iter()
-            .map(|noun| self.name(noun))
-            .filter(|n| !names.contains(n))
+            .filter(|n| !names.iter().any(|have| have == *n))
+            .map(|n| n.to_string())
             .collect()
     }
+}
+
+/// What librdkafka's statistics say of one consumed partition.
+pub struct PartitionStats {
+    pub topic: String,
+    pub partition: i32,
+    /// Records behind the log end (last stable offset when read committed); -1 unknown.
+    pub consumer_lag: i64,
+}
+
+/// The partitions of librdkafka's statistics JSON, parsed loosely (only the fields used) so
+/// that a field added by a newer librdkafka never loses them.
+pub fn partition_stats(statistics: &[u8]) -> Vec<PartitionStats> {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(statistics) else {
+        return Vec::new();
+    };
+    let Some(topics) = json.get("topics").and_then(|t| t.as_object()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (topic, t) in topics {
+        let Some(partitions) = t.get("partitions").and_then(|p| p.as_object()) else {
+            continue;
+        };
+        for (partition, p) in partitions {
+            let Ok(partition) = partition.parse::<i32>() else {
+                continue;
+            };
+            if partition < 0 {
+                continue;
+            }
+            let number = |k: &str| p.get(k).and_then(|l| l.as_i64()).unwrap_or(-1);
+            out.push(PartitionStats {
+                topic: topic.clone(),
+                partition,
+                consumer_lag: number("consumer_lag"),
+            });
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -176,20 +284,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exports_the_required_set_under_the_processor_prefix() {
+    fn exports_the_required_families_with_the_processor_as_a_label() {
         let m = Metrics::new("dedup");
         m.records_consumed.with_label_values(&["t"]).inc();
         m.consumer_lag.with_label_values(&["t", "0"]).set(1);
-        m.dead_letters.with_label_values(&["decode"]).inc();
+        m.dead_letters.with_label_values(&["dedup", "decode"]).inc();
+        m.transient_errors.with_label_values(&["dedup"]).inc();
         m.records_produced.with_label_values(&["t"]).inc();
         assert!(
             m.missing_required().is_empty(),
             "{:?}",
             m.missing_required()
         );
+        let text = m.render();
         assert!(
-            m.render()
-                .contains("notify_dedup_records_consumed_total{topic=\"t\"} 1")
+            text.contains(r#"notify_records_consumed_total{topic="t",processor="dedup"} 1"#),
+            "{text}"
         );
+        assert!(text.contains("notify_build_info{"), "{text}");
     }
 }

@@ -49,8 +49,8 @@ impl<P: Processor> RebalanceHooks for P {
     }
 }
 
-/// Where a record came from.
-#[derive(Debug, Clone)]
+/// One input record: where it came from and what it carries.
+#[derive(Debug, Clone, Default)]
 pub struct RecordMeta {
     pub topic: String,
     pub partition: i32,
@@ -59,6 +59,8 @@ pub struct RecordMeta {
     /// The Kafka timestamp; the runtime carries it from input to output, so it is event time.
     pub timestamp_ms: Option<i64>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The value as it arrived (dead letters and forwarding copy it untouched).
+    pub payload: Option<Vec<u8>>,
 }
 
 impl RecordMeta {
@@ -69,17 +71,36 @@ impl RecordMeta {
             .find(|(k, _)| k == key)
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
+
+    /// `topic/partition/offset`: the identity of this record in the log.
+    pub fn position(&self) -> String {
+        format!("{}/{}/{}", self.topic, self.partition, self.offset)
+    }
+
+    /// A record for unit tests of a stage.
+    pub fn for_test(topic: &str, partition: i32, offset: i64, key: &str) -> RecordMeta {
+        RecordMeta {
+            topic: topic.into(),
+            partition,
+            offset,
+            key: Some(key.into()),
+            timestamp_ms: Some(now_ms()),
+            ..RecordMeta::default()
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     /// The record can never succeed: dead-letter it with this class and reason. `outputs`
-    /// (typically a status event) are produced with it.
+    /// (typically a status event) are produced with it. `stage` names the stage that refused
+    /// it when several run in one processor (None: the processor itself).
     #[error("{class:?}: {reason}")]
     Reject {
         class: ErrorClass,
         reason: String,
         outputs: Vec<Output>,
+        stage: Option<&'static str>,
     },
     /// A dependency is unavailable: try the same record again later, never skip it.
     #[error("transient: {0}")]
@@ -92,8 +113,20 @@ impl ProcessError {
             class,
             reason: reason.into(),
             outputs: Vec::new(),
+            stage: None,
         }
     }
+
+    /// A rejection that still produces `outputs` (e.g. the status saying why).
+    pub fn reject_with(class: ErrorClass, reason: impl Into<String>, outputs: Vec<Output>) -> Self {
+        ProcessError::Reject {
+            class,
+            reason: reason.into(),
+            outputs,
+            stage: None,
+        }
+    }
+
     pub fn transient(reason: impl std::fmt::Display) -> Self {
         ProcessError::Transient(reason.to_string())
     }
@@ -136,6 +169,9 @@ pub struct Output {
     pub key: Option<String>,
     pub value: Value,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// An explicit partition (a record forwarded to its user's partition); None lets the
+    /// producer's partitioner choose from the key.
+    pub partition: Option<i32>,
 }
 
 impl std::fmt::Debug for Output {
@@ -190,6 +226,7 @@ impl Output {
             key: Some(key.into()),
             value: Value::Record(Arc::new(value)),
             headers: Vec::new(),
+            partition: None,
         }
     }
 
@@ -199,6 +236,7 @@ impl Output {
             key,
             value: Value::Bytes(value),
             headers: Vec::new(),
+            partition: None,
         }
     }
 
@@ -206,6 +244,11 @@ impl Output {
     pub fn status(topic: impl Into<String>, status: DeliveryStatus) -> Output {
         let key = status.event_id.clone();
         Output::record(topic, key, status)
+    }
+
+    pub fn to_partition(mut self, partition: i32) -> Output {
+        self.partition = Some(partition);
+        self
     }
 
     pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Output {

@@ -6,28 +6,29 @@
 //! prefix. When the in-flight bound is reached the loop stops taking records (librdkafka's
 //! bounded prefetch then stops fetching), so a slow stage slows fetching instead of growing
 //! memory; a stage stuck for seconds pauses its partitions and keeps polling, so it does not
-//! leave the group.
+//! leave the group. A watchdog notices a loop that is assigned, behind and receiving nothing,
+//! resumes its partitions, and fails `/healthz` if that does not help.
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::{Message, Offset};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::AvroCodec;
 use crate::config::Config;
 use crate::http::{self, Health};
-use crate::kafka::{RunnerContext, consumer_config, producer_config};
-use crate::lane::{Job, Lane};
+use crate::kafka::{PauseState, RunnerContext, consumer_config, producer_config};
+use crate::lane::{InFlight, Job, Lane, Release};
 use crate::metrics::Metrics;
 use crate::offsets::OffsetTracker;
-use crate::processor::Processor;
+use crate::processor::{Processor, RecordMeta};
 use crate::txn::Transactions;
 
 /// Records held back (in-flight bound reached) before the loop stops taking more.
@@ -38,6 +39,8 @@ const HOLD_AT: usize = 512;
 /// served but costs a refetch after a fetch backoff (about a second) on resume, so it is only
 /// worth it for a stage that is really stuck (a dependency down), not for a busy one.
 const PAUSE_AFTER: Duration = Duration::from_secs(2);
+/// How often the loop beats for `/healthz` and looks for a stall.
+const WATCH_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -72,13 +75,14 @@ pub(crate) struct Shared {
     pub consumer: StreamConsumer<RunnerContext>,
     pub producer: FutureProducer,
     pub codec: AvroCodec,
-    pub tracker: Arc<Mutex<OffsetTracker>>,
+    pub tracker: Arc<Mutex<OffsetTracker<Release>>>,
     pub metrics: Metrics,
     pub health: Health,
+    pub pause: Arc<PauseState>,
     pub config: Config,
     pub spec: RunSpec,
     pub in_flight: Arc<Semaphore>,
-    pub capacity: Notify,
+    pub capacity: Arc<Notify>,
     pub shutdown: CancellationToken,
     pub fatal: Mutex<Option<String>>,
     /// Set in exactly-once mode.
@@ -95,6 +99,10 @@ impl Shared {
         }
         self.shutdown.cancel();
     }
+
+    pub fn has_failed(&self) -> bool {
+        self.fatal.lock().map(|f| f.is_some()).unwrap_or(true)
+    }
 }
 
 /// Handles to a running processor (tests and the CLI).
@@ -105,16 +113,22 @@ pub struct Running {
 }
 
 /// Starts `processor` and returns once it is consuming; `shutdown` stops it gracefully.
+/// `metrics` are the processor's own (created before it, so its stages registered theirs).
 pub async fn start<P: Processor>(
     processor: P,
     spec: RunSpec,
     config: Config,
+    metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<Running, RuntimeError> {
-    let metrics = Metrics::new(&spec.name);
     for class in crate::dlq::ErrorClass::ALL {
-        metrics.dead_letters.with_label_values(&[class.as_str()]);
+        metrics
+            .dead_letters
+            .with_label_values(&[spec.name.as_str(), class.as_str()]);
     }
+    metrics
+        .transient_errors
+        .with_label_values(&[spec.name.as_str()]);
     for topic in &spec.input_topics {
         metrics
             .records_consumed
@@ -122,6 +136,7 @@ pub async fn start<P: Processor>(
     }
     let processor = Arc::new(processor);
     let health = Health::default();
+    let pause = Arc::new(PauseState::default());
     let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
     let group_id = config.group_id(&spec.name);
     let txn = config
@@ -137,7 +152,6 @@ pub async fn start<P: Processor>(
         );
         // Offsets travel inside the transactions; nothing is auto-committed.
         consumer_settings.set("enable.auto.commit", "false");
-        consumer_settings.set("isolation.level", "read_committed");
     }
     let producer: FutureProducer = producer_settings.create()?;
     if txn.is_some() {
@@ -153,6 +167,7 @@ pub async fn start<P: Processor>(
         tracker: tracker.clone(),
         metrics: metrics.clone(),
         health: health.clone(),
+        pause: pause.clone(),
         drain_timeout: Duration::from_millis(config.runtime.shutdown_grace_ms / 2),
         shutdown: shutdown.clone(),
         hooks: processor.clone(),
@@ -172,8 +187,9 @@ pub async fn start<P: Processor>(
         tracker,
         metrics: metrics.clone(),
         health,
+        pause,
         in_flight: Arc::new(Semaphore::new(config.runtime.max_in_flight)),
-        capacity: Notify::new(),
+        capacity: Arc::new(Notify::new()),
         shutdown,
         fatal: Mutex::new(None),
         txn,
@@ -194,15 +210,27 @@ pub async fn run<P: Processor>(
     processor: P,
     spec: RunSpec,
     config: Config,
+    metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
-    let running = start(processor, spec, config, shutdown).await?;
+    let running = start(processor, spec, config, metrics, shutdown).await?;
+    wait(running).await
+}
+
+/// Waits for a started processor to stop.
+pub async fn wait(running: Running) -> Result<(), RuntimeError> {
     match running.done.await {
         Ok(result) => result,
         Err(join) => Err(RuntimeError::ProduceFailed(format!(
             "consume loop panicked: {join}"
         ))),
     }
+}
+
+/// A record read under its partition's current assignment epoch.
+struct Held {
+    record: RecordMeta,
+    epoch: u64,
 }
 
 async fn run_loop<P: Processor>(
@@ -230,16 +258,18 @@ async fn run_loop<P: Processor>(
         std::thread::spawn(move || commit_periodically(&shared))
     });
 
-    let mut backlog: VecDeque<OwnedMessage> = VecDeque::new();
+    let mut backlog: VecDeque<Held> = VecDeque::new();
     let mut paused = false;
     let mut full_since: Option<tokio::time::Instant> = None;
+    let mut watch = tokio::time::interval(WATCH_EVERY);
+    let mut last_received = tokio::time::Instant::now();
     loop {
         // Hand out what we hold, as far as lanes and the in-flight bound allow.
-        while let Some(msg) = backlog.pop_front() {
-            match try_dispatch(&shared, &senders, msg) {
+        while let Some(held) = backlog.pop_front() {
+            match try_dispatch(&shared, &senders, held) {
                 Ok(()) => {}
-                Err(msg) => {
-                    backlog.push_front(msg);
+                Err(held) => {
+                    backlog.push_front(held);
                     break;
                 }
             }
@@ -254,10 +284,10 @@ async fn run_loop<P: Processor>(
             }
         };
         if full && !paused && tokio::time::Instant::now() >= pause_at {
-            set_paused(&shared, true);
+            shared.pause.apply(&shared.consumer, true);
             paused = true;
         } else if backlog.is_empty() && paused {
-            set_paused(&shared, false);
+            shared.pause.apply(&shared.consumer, false);
             paused = false;
         }
         tokio::select! {
@@ -265,11 +295,26 @@ async fn run_loop<P: Processor>(
             _ = shared.shutdown.cancelled() => break,
             // Paused partitions deliver nothing more, but polling serves rebalances.
             received = shared.consumer.recv(), if !full || paused => match received {
-                Ok(msg) => backlog.push_back(msg.detach()),
+                Ok(msg) => {
+                    last_received = tokio::time::Instant::now();
+                    shared.health.set_stalled(false);
+                    if let Some(held) = hold(&shared, &msg) {
+                        backlog.push_back(held);
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "consumer error"),
             },
             _ = shared.capacity.notified(), if !backlog.is_empty() => {}
             _ = tokio::time::sleep_until(pause_at), if full && !paused => {}
+            _ = watch.tick() => {
+                shared.health.beat();
+                let idle = backlog.is_empty()
+                    && !paused
+                    && last_received.elapsed() >= Duration::from_millis(shared.config.runtime.stall_after_ms);
+                if idle {
+                    watch_for_stall(&shared).await;
+                }
+            }
         }
     }
 
@@ -300,8 +345,7 @@ async fn run_loop<P: Processor>(
     }
     match &shared.txn {
         Some(txn) => {
-            let fatal = shared.fatal.lock().map(|f| f.is_some()).unwrap_or(true);
-            let committed = if fatal {
+            let committed = if shared.has_failed() {
                 Ok(0)
             } else {
                 txn.commit(
@@ -351,62 +395,130 @@ fn commit_periodically(shared: &Shared) {
     }
 }
 
-/// Gives `msg` to its lane if there is room; hands it back otherwise.
-fn try_dispatch(
-    shared: &Shared,
-    senders: &[mpsc::Sender<Job>],
-    msg: OwnedMessage,
-) -> Result<(), OwnedMessage> {
-    let Ok(permit) = shared.in_flight.clone().try_acquire_owned() else {
-        return Err(msg);
+/// Copies a received message into a record with its partition's epoch; None when the
+/// partition is not (or no longer) ours.
+fn hold(shared: &Shared, msg: &BorrowedMessage<'_>) -> Option<Held> {
+    let epoch = shared
+        .tracker
+        .lock()
+        .ok()?
+        .epoch(msg.topic(), msg.partition())?;
+    let record = RecordMeta {
+        topic: msg.topic().to_string(),
+        partition: msg.partition(),
+        offset: msg.offset(),
+        key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        timestamp_ms: msg.timestamp().to_millis(),
+        headers: msg
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        payload: msg.payload().map(<[u8]>::to_vec),
     };
-    let lane = lane_of(&msg, senders.len(), shared.txn.is_some());
+    Some(Held { record, epoch })
+}
+
+/// Gives `held` to its lane if there is room; hands it back otherwise.
+fn try_dispatch(shared: &Shared, senders: &[mpsc::Sender<Job>], held: Held) -> Result<(), Held> {
+    let Ok(permit) = shared.in_flight.clone().try_acquire_owned() else {
+        return Err(held);
+    };
+    let lane = lane_of(&held.record, senders.len());
     let slot = match senders[lane].try_reserve() {
         Ok(slot) => slot,
-        Err(_) => return Err(msg),
+        Err(_) => return Err(held),
     };
+    let Held { record, epoch } = held;
     let begun = shared
         .tracker
         .lock()
-        .map(|mut t| t.begin(msg.topic(), msg.partition(), msg.offset()))
+        .map(|mut t| t.begin(&record.topic, record.partition, record.offset, epoch))
         .unwrap_or(false);
     if !begun {
-        // The partition was revoked while we held the record: its new owner reads it.
+        // The partition was revoked (or re-assigned) while we held the record: the current
+        // owner reads it again.
         return Ok(());
     }
     shared
         .metrics
         .records_consumed
-        .with_label_values(&[msg.topic()])
+        .with_label_values(&[record.topic.as_str()])
         .inc();
-    shared.metrics.in_flight.inc();
-    slot.send(Job { msg, permit });
+    slot.send(Job {
+        record,
+        epoch,
+        permit: InFlight::new(permit, shared),
+    });
     Ok(())
 }
 
-/// Same key, same lane (order per key). With transactions, same partition, same lane, so a
-/// partition's records finish in offset order (see txn.rs).
-fn lane_of(msg: &OwnedMessage, lanes: usize, by_partition: bool) -> usize {
+/// Same key, same lane (order per key); keyless records go by partition.
+fn lane_of(record: &RecordMeta, lanes: usize) -> usize {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    match msg.key() {
-        Some(key) if !by_partition => key.hash(&mut h),
-        _ => (msg.topic(), msg.partition()).hash(&mut h),
+    match &record.key {
+        Some(key) => key.hash(&mut h),
+        None => (&record.topic, record.partition).hash(&mut h),
     }
     (h.finish() % lanes as u64) as usize
 }
 
-fn set_paused(shared: &Shared, pause: bool) {
-    let Ok(assignment) = shared.consumer.assignment() else {
-        return;
-    };
-    let result = if pause {
-        shared.consumer.pause(&assignment)
-    } else {
-        shared.consumer.resume(&assignment)
-    };
-    if let Err(e) = result {
-        tracing::warn!(error = %e, pause, "pause/resume failed");
-    } else {
-        tracing::debug!(pause, "backpressure");
+/// Nothing received for a while with nothing held: fine when caught up, a stall when an
+/// assigned partition has records past our position (e.g. left paused by a rebalance during
+/// a broker restart). A stall resumes every assigned partition; `/healthz` fails when that
+/// did not help within another `stall_after_ms`.
+async fn watch_for_stall(shared: &Arc<Shared>) {
+    let probe = shared.clone();
+    let behind = tokio::task::spawn_blocking(move || records_behind(&probe))
+        .await
+        .unwrap_or(None);
+    match behind {
+        Some(n) if n > 0 => {
+            shared.metrics.stalls.inc();
+            shared.health.set_stalled(true);
+            tracing::warn!(
+                records_behind = n,
+                "consume loop stalled: assigned and behind but nothing arrives; resuming partitions"
+            );
+            shared.pause.apply(&shared.consumer, false);
+        }
+        Some(_) => shared.health.set_stalled(false),
+        None => {}
     }
+}
+
+/// Records between the position of each assigned partition and its log end; None when the
+/// broker could not be asked. librdkafka moves the position past transaction markers too, so
+/// an idle partition of a transactional input is not mistaken for one behind.
+fn records_behind(shared: &Shared) -> Option<i64> {
+    let timeout = Duration::from_secs(5);
+    let assignment = shared.consumer.assignment().ok()?;
+    if assignment.count() == 0 {
+        return Some(0);
+    }
+    let position = shared.consumer.position().ok()?;
+    let committed = shared.consumer.committed(timeout).ok()?;
+    let mut behind = 0;
+    for element in assignment.elements() {
+        let (topic, partition) = (element.topic(), element.partition());
+        let (low, high) = shared
+            .consumer
+            .fetch_watermarks(topic, partition, timeout)
+            .ok()?;
+        let offset_in = |tpl: &rdkafka::TopicPartitionList| match tpl
+            .find_partition(topic, partition)
+            .map(|e| e.offset())
+        {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        };
+        let at = offset_in(&position)
+            .or_else(|| offset_in(&committed))
+            .unwrap_or(low);
+        behind += (high - at).max(0);
+    }
+    Some(behind)
 }

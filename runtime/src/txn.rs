@@ -3,8 +3,9 @@
 //! Outputs go into an open producer transaction; every `transaction_interval_ms` the runtime
 //! blocks new sends for a moment, adds the offsets of exactly the records whose outputs the
 //! transaction holds (`send_offsets_to_transaction`), commits, and opens the next one. In this
-//! mode lanes are chosen by partition, so records of a partition finish in order and the
-//! records that produced are always a contiguous prefix: no output is committed without its
+//! mode a record's outputs wait in the offset tracker until the records before it in its
+//! partition have finished, and are sent in offset order, so the records that produced are
+//! always a contiguous prefix: no output is committed without its
 //! input's offset, and no offset without its outputs. Any transaction error stops the
 //! processor; on restart the open transaction is aborted (same transactional.id fences it) and
 //! the records are redone.
@@ -46,7 +47,30 @@ impl Transactions {
         group: Option<ConsumerGroupMetadata>,
         timeout: Duration,
     ) -> Result<usize, String> {
+        self.commit_then(producer, group, timeout, || {})
+    }
+
+    /// As [`commit`](Self::commit), then runs `after` while still holding the gate alone
+    /// (nothing can be sent between the commit and `after`), whatever the commit's result.
+    pub fn commit_then(
+        &self,
+        producer: &FutureProducer,
+        group: Option<ConsumerGroupMetadata>,
+        timeout: Duration,
+        after: impl FnOnce(),
+    ) -> Result<usize, String> {
         let _exclusive = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        let result = self.commit_locked(producer, group, timeout);
+        after();
+        result
+    }
+
+    fn commit_locked(
+        &self,
+        producer: &FutureProducer,
+        group: Option<ConsumerGroupMetadata>,
+        timeout: Duration,
+    ) -> Result<usize, String> {
         let offsets = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         let dirty = self.dirty.swap(false, Ordering::Relaxed);
         if offsets.is_empty() && !dirty {

@@ -2,4 +2,5 @@
 //! nothing sent twice (`make chaos` runs the long versions): the schema registry failing,
 //! the broker killed, processors killed and paused.
 
+mod broker;
 mod registry;

@@ -21,6 +21,7 @@ use notify_runtime::{CancellationToken, Config, Processor, RunSpec};
 
 pub use notify_runtime;
 
+pub mod private_kafka;
 pub mod registry_proxy;
 
 /// One test's private slice of the shared stack.
@@ -36,10 +37,16 @@ impl TestEnv {
     /// A fresh environment named after the test. Panics with a clear message when the stack
     /// is not running.
     pub async fn new(name: &str) -> TestEnv {
+        let kafka = format!("127.0.0.1:{}", port("NOTIFY_KAFKA_PORT", 19092));
+        Self::on_broker(name, &kafka).await
+    }
+
+    /// As [`TestEnv::new`], against the broker at `bootstrap` (a test's private one).
+    pub async fn on_broker(name: &str, bootstrap: &str) -> TestEnv {
         let suffix: u32 = rand::random::<u32>() % 1_000_000;
         let id = format!("{}_{suffix}", name.replace(['-', '.', ' '], "_"));
         let mut config = Config::load_with_env(None, Vec::new()).expect("default config loads");
-        config.kafka.bootstrap_servers = format!("127.0.0.1:{}", port("NOTIFY_KAFKA_PORT", 19092));
+        config.kafka.bootstrap_servers = bootstrap.to_string();
         config.registry.url = format!(
             "http://127.0.0.1:{}/apis/ccompat/v7",
             port("NOTIFY_REGISTRY_PORT", 18081)

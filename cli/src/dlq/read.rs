@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 use notify_runtime::codec::AvroCodec;
 use notify_runtime::dlq;
 use notify_runtime::records::{ChannelMessage, NotificationRequest, RoutedNotification};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -63,19 +62,12 @@ pub async fn read(config: &Config, filter: &Filter) -> anyhow::Result<Vec<DeadLe
         .topic
         .clone()
         .unwrap_or_else(|| config.runtime.dlq_topic.clone());
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &config.kafka.bootstrap_servers);
-    for (k, v) in &config.kafka.properties {
-        client.set(k, v);
-    }
     // Never joins a group and never commits: reading does not disturb anything.
-    client
-        .set(
-            "group.id",
-            format!("{}-dlq-inspect", config.kafka.group_prefix),
-        )
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
+    let mut client = notify_runtime::kafka::reader_config(
+        config,
+        &format!("{}-dlq-inspect", config.kafka.group_prefix),
+    );
+    client.set("enable.partition.eof", "false");
     let consumer: BaseConsumer = client.create()?;
     let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = metadata

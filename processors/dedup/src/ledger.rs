@@ -1,185 +1,218 @@
-//! The ledger of accepted event ids: a trait, the CQL implementation (LWT, TTL = window)
-//! and an in-memory one for unit tests.
+//! The record of accepted ids (`dedup_accepted`, migration 0008): which input record first
+//! accepted each (user, event) on an owned partition. Plain writes, batched; a point read
+//! only for an id the Bloom filters may have seen; a scan of a partition's rows on assignment.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// What a record asks the ledger: "let me be the one that forwards `event_id`".
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    pub event_id: String,
-    /// The input record (`topic/partition/offset`) that claims the id.
-    pub owner: String,
-    /// Where its downstream copy goes and a lower bound of the offset it lands at.
-    pub out_partition: i32,
-    pub scan_from: i64,
-    pub at_ms: i64,
-}
+use futures::TryStreamExt;
+use notify_runtime::Metrics;
+use notify_runtime::cql::{BatchSettings, BatchWriter};
+use notify_runtime::partitioner::murmur2;
+use prometheus::HistogramVec;
+use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
 
-/// The ledger's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claimed {
-    /// Nobody had the id: forward it.
-    New,
-    /// This very record claimed it before (re-read after a crash, a rebalance or a failed
-    /// attempt): it may or may not have gone out; the row says where to look.
-    Mine { out_partition: i32, scan_from: i64 },
-    /// Another record holds the id: a duplicate. `at_ms` is when it was claimed.
-    Taken { owner: String, at_ms: i64 },
-}
+use crate::seen::Id;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    /// The database is unreachable or timed out: retry later, never guess.
     #[error("dedup ledger unavailable: {0}")]
     Unavailable(String),
 }
 
-/// A store of claimed event ids. Claims are atomic: of concurrent claims for one id exactly
-/// one gets `New`.
+/// The ledger's operations: CQL in production, memory in unit tests.
 pub trait Ledger: Send + Sync + 'static {
-    fn claim(&self, claim: &Claim) -> impl Future<Output = Result<Claimed, LedgerError>> + Send;
+    /// The position (`topic/partition/offset`) that accepted `id` on `partition`, if any.
+    fn lookup(
+        &self,
+        partition: i32,
+        id: &Id,
+    ) -> impl Future<Output = Result<Option<String>, LedgerError>> + Send;
+
+    /// Records that the record at `position` accepted `id`; returns once it is durable.
+    fn record(
+        &self,
+        partition: i32,
+        id: &Id,
+        position: &str,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Every id accepted on `partition` within the window.
+    fn scan(&self, partition: i32) -> impl Future<Output = Result<Vec<Id>, LedgerError>> + Send;
 }
 
-/// Compares a stored row with the claim that found it.
-pub fn classify(
-    claim: &Claim,
-    owner: String,
-    out_partition: i32,
-    scan_from: i64,
-    at_ms: i64,
-) -> Claimed {
-    if owner == claim.owner {
-        Claimed::Mine {
-            out_partition,
-            scan_from,
-        }
-    } else {
-        Claimed::Taken { owner, at_ms }
+/// The bucket of an id within its partition: the same on every instance.
+pub fn bucket(id: &Id, buckets: u32) -> i32 {
+    let mut key = Vec::with_capacity(id.user_id.len() + id.event_id.len() + 1);
+    key.extend_from_slice(id.user_id.as_bytes());
+    key.push(b'/');
+    key.extend_from_slice(id.event_id.as_bytes());
+    ((murmur2(&key) & 0x7fff_ffff) % buckets.max(1)) as i32
+}
+
+type Row = (i32, i32, String, String, String, i32);
+
+pub struct CqlLedger {
+    session: Arc<Session>,
+    select: PreparedStatement,
+    scan: PreparedStatement,
+    writer: BatchWriter<Row>,
+    buckets: u32,
+    ttl_secs: i32,
+    metrics: Metrics,
+    latency: HistogramVec,
+}
+
+impl CqlLedger {
+    pub async fn new(
+        session: Arc<Session>,
+        keyspace: &str,
+        window: Duration,
+        buckets: u32,
+        batch: BatchSettings,
+        metrics: &Metrics,
+        latency: HistogramVec,
+    ) -> Result<CqlLedger, LedgerError> {
+        let unavailable = |e: &dyn std::fmt::Display| LedgerError::Unavailable(e.to_string());
+        let table = format!("{keyspace}.dedup_accepted");
+        let mut select = session
+            .prepare(format!(
+                "SELECT accepted_at FROM {table} WHERE owner_partition = ? AND bucket = ? \
+                 AND user_id = ? AND event_id = ?"
+            ))
+            .await
+            .map_err(|e| unavailable(&e))?;
+        select.set_request_timeout(Some(batch.timeout));
+        select.set_is_idempotent(true);
+        let mut scan = session
+            .prepare(format!(
+                "SELECT user_id, event_id FROM {table} WHERE owner_partition = ? AND bucket = ?"
+            ))
+            .await
+            .map_err(|e| unavailable(&e))?;
+        scan.set_page_size(5_000);
+        scan.set_is_idempotent(true);
+        let insert = session
+            .prepare(format!(
+                "INSERT INTO {table} (owner_partition, bucket, user_id, event_id, accepted_at) \
+                 VALUES (?, ?, ?, ?, ?) USING TTL ?"
+            ))
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let writer = BatchWriter::new(session.clone(), insert, "dedup_accepted", batch, metrics);
+        Ok(CqlLedger {
+            session,
+            select,
+            scan,
+            writer,
+            buckets,
+            ttl_secs: i32::try_from(window.as_secs()).unwrap_or(i32::MAX).max(1),
+            metrics: metrics.clone(),
+            latency,
+        })
     }
 }
 
-/// In-memory ledger for unit tests (expiry by the claim's clock).
+impl Ledger for CqlLedger {
+    async fn lookup(&self, partition: i32, id: &Id) -> Result<Option<String>, LedgerError> {
+        let started = Instant::now();
+        self.metrics
+            .cql_statements
+            .with_label_values(&["read"])
+            .inc();
+        let b = bucket(id, self.buckets);
+        let result = self
+            .session
+            .execute_unpaged(&self.select, (partition, b, &id.user_id, &id.event_id))
+            .await
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+        let row = result
+            .into_rows_result()
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))?
+            .maybe_first_row::<(Option<String>,)>()
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+        self.latency
+            .with_label_values(&["lookup"])
+            .observe(started.elapsed().as_secs_f64());
+        Ok(row.and_then(|(p,)| p))
+    }
+
+    async fn record(&self, partition: i32, id: &Id, position: &str) -> Result<(), LedgerError> {
+        let started = Instant::now();
+        let row = (
+            partition,
+            bucket(id, self.buckets),
+            id.user_id.clone(),
+            id.event_id.clone(),
+            position.to_string(),
+            self.ttl_secs,
+        );
+        self.writer
+            .write(row)
+            .await
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+        self.latency
+            .with_label_values(&["record"])
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    async fn scan(&self, partition: i32) -> Result<Vec<Id>, LedgerError> {
+        let mut ids = Vec::new();
+        for b in 0..self.buckets as i32 {
+            self.metrics
+                .cql_statements
+                .with_label_values(&["read"])
+                .inc();
+            let mut rows = self
+                .session
+                .execute_iter(self.scan.clone(), (partition, b))
+                .await
+                .map_err(|e| LedgerError::Unavailable(e.to_string()))?
+                .rows_stream::<(String, String)>()
+                .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+            while let Some((user_id, event_id)) = rows
+                .try_next()
+                .await
+                .map_err(|e| LedgerError::Unavailable(e.to_string()))?
+            {
+                ids.push(Id { user_id, event_id });
+            }
+        }
+        Ok(ids)
+    }
+}
+
+/// The same contract in memory (unit tests).
+#[derive(Default)]
 pub struct MemoryLedger {
-    window_ms: i64,
-    rows: Mutex<HashMap<String, Claim>>,
-}
-
-impl MemoryLedger {
-    pub fn new(window_ms: i64) -> MemoryLedger {
-        MemoryLedger {
-            window_ms,
-            rows: Mutex::new(HashMap::new()),
-        }
-    }
+    rows: Mutex<HashMap<(i32, Id), String>>,
+    pub lookups: std::sync::atomic::AtomicU64,
 }
 
 impl Ledger for MemoryLedger {
-    async fn claim(&self, claim: &Claim) -> Result<Claimed, LedgerError> {
-        let mut rows = self
-            .rows
-            .lock()
-            .map_err(|_| LedgerError::Unavailable("poisoned".into()))?;
-        match rows.get(&claim.event_id) {
-            Some(row) if row.at_ms + self.window_ms > claim.at_ms => Ok(classify(
-                claim,
-                row.owner.clone(),
-                row.out_partition,
-                row.scan_from,
-                row.at_ms,
-            )),
-            _ => {
-                rows.insert(claim.event_id.clone(), claim.clone());
-                Ok(Claimed::New)
-            }
-        }
-    }
-}
-
-/// The behaviour every ledger must have; run against the in-memory one (unit tests) and the
-/// CQL one (integration tests). `prefix` keeps ids of different runs apart.
-pub async fn conformance<L: Ledger>(ledger: &L, prefix: &str) -> Result<(), String> {
-    let claim = |id: &str, owner: &str| Claim {
-        event_id: format!("{prefix}{id}"),
-        owner: owner.to_string(),
-        out_partition: 3,
-        scan_from: 42,
-        at_ms: 1_000,
-    };
-    let check = |what: &str, got: Claimed, want: Claimed| {
-        if got == want {
-            Ok(())
-        } else {
-            Err(format!("{what}: got {got:?}, want {want:?}"))
-        }
-    };
-    let e = |e: LedgerError| e.to_string();
-    check(
-        "first claim",
-        ledger.claim(&claim("a", "t/0/1")).await.map_err(e)?,
-        Claimed::New,
-    )?;
-    check(
-        "same record again",
-        ledger.claim(&claim("a", "t/0/1")).await.map_err(e)?,
-        Claimed::Mine {
-            out_partition: 3,
-            scan_from: 42,
-        },
-    )?;
-    check(
-        "another record",
-        ledger.claim(&claim("a", "t/5/9")).await.map_err(e)?,
-        Claimed::Taken {
-            owner: "t/0/1".into(),
-            at_ms: 1_000,
-        },
-    )?;
-    check(
-        "another id",
-        ledger.claim(&claim("b", "t/5/9")).await.map_err(e)?,
-        Claimed::New,
-    )?;
-    // Concurrent claims of one id by ten records: exactly one wins.
-    let claims: Vec<Claim> = (0..10).map(|i| claim("c", &format!("t/{i}/0"))).collect();
-    let answers = futures::future::join_all(claims.iter().map(|c| ledger.claim(c))).await;
-    let mut new = 0;
-    for a in answers {
-        match a.map_err(e)? {
-            Claimed::New => new += 1,
-            Claimed::Taken { .. } => {}
-            other => return Err(format!("concurrent claim answered {other:?}")),
-        }
-    }
-    if new != 1 {
-        return Err(format!("{new} concurrent claims won"));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn memory_ledger_conforms() {
-        conformance(&MemoryLedger::new(60_000), "m-").await.unwrap();
+    async fn lookup(&self, partition: i32, id: &Id) -> Result<Option<String>, LedgerError> {
+        self.lookups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(rows.get(&(partition, id.clone())).cloned())
     }
 
-    #[tokio::test]
-    async fn memory_ledger_forgets_after_the_window() {
-        let l = MemoryLedger::new(100);
-        let mut c = Claim {
-            event_id: "x".into(),
-            owner: "o1".into(),
-            out_partition: 0,
-            scan_from: 0,
-            at_ms: 0,
-        };
-        assert_eq!(l.claim(&c).await.unwrap(), Claimed::New);
-        c.owner = "o2".into();
-        c.at_ms = 100;
-        assert_eq!(l.claim(&c).await.unwrap(), Claimed::New);
+    async fn record(&self, partition: i32, id: &Id, position: &str) -> Result<(), LedgerError> {
+        let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        rows.insert((partition, id.clone()), position.to_string());
+        Ok(())
+    }
+
+    async fn scan(&self, partition: i32) -> Result<Vec<Id>, LedgerError> {
+        let rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(rows
+            .keys()
+            .filter(|(p, _)| *p == partition)
+            .map(|(_, id)| id.clone())
+            .collect())
     }
 }

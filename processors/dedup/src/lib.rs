@@ -1,38 +1,30 @@
-//! Dedup by event id. A request goes on to `notify.stage.deduped.v1` only if its event id
-//! was not accepted within the window; otherwise it ends with status DUPLICATE.
+//! Dedup on (user id, event id): a request goes on only if that user's event id was not
+//! accepted within the window; otherwise it ends with status DUPLICATE. One event id sent to
+//! two users is two notifications.
 //!
-//! Exactly once downstream, with an at-least-once runtime: the ledger row (CQL, LWT, TTL =
-//! window) names the input record that claimed the id (`topic/partition/offset`) and where
-//! its copy goes. The stage writes that copy itself and waits for the acknowledgement before
-//! the runtime may commit the input offset. The same input record read again (crash,
-//! rebalance, failed attempt) is recognised as the claimer and looks at the downstream
-//! partition: sent already, or sent now. A different record with the id is a DUPLICATE.
-//! If the database is unreachable the record is retried (the lane holds, fetching pauses):
-//! nothing passes without a ledger decision.
+//! No consensus on the per-record path: the owner of an input partition decides for its users
+//! alone (their records arrive in offset order), from memory (recent ids, Bloom filters of
+//! the window read back on assignment) and, when the filters may have seen the id, one point
+//! read. An accepted id is written to the ledger in a batch with others and is durable
+//! before the record's outputs. The row says which record accepted it (a function of the
+//! log), so a zombie or a redo writes the same row, and reading the same record again passes.
 
-pub mod batch_ledger;
-pub mod cache;
-pub mod cql_ledger;
-pub mod downstream;
 pub mod ledger;
+pub mod naive;
+pub mod seen;
 pub mod stage;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify_runtime::codec::AvroCodec;
-use notify_runtime::records::RoutedNotification;
+use notify_runtime::cql::BatchSettings;
 use notify_runtime::runner::RuntimeError;
+use notify_runtime::{Config, Metrics};
 use serde::Deserialize;
 
-pub use batch_ledger::BatchLedger;
-pub use cache::ClaimCache;
-pub use cql_ledger::CqlLedger;
-pub use downstream::Downstream;
-pub use ledger::{Claim, Claimed, Ledger, LedgerError, MemoryLedger};
-pub use stage::{Dedup, Sink};
-
-pub const NAME: &str = "dedup";
+pub use ledger::{CqlLedger, Ledger, LedgerError, MemoryLedger};
+pub use seen::Id;
+pub use stage::{Decision, Dedup, NAME, REPLAY_RUN};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -43,20 +35,22 @@ pub struct DedupSettings {
     pub window_secs: u64,
     /// Bound on one ledger request; past it the record is retried.
     pub cql_timeout_ms: u64,
-    /// Ids remembered in memory per cache generation (two generations); 0 disables it. About
-    /// 40 bytes each (fingerprints): the default holds the last 100,000-200,000 ids in ~8 MB,
-    /// which is where duplicates (a producer's retries) cluster; older ones are still caught
-    /// by the ledger.
-    pub cache_entries: usize,
-    /// Records processed at once by this stage (replaces `runtime.lanes` when larger). A
-    /// claim is one Paxos round trip that waits on the database, not on this process's CPU,
-    /// so concurrency, not cores, bounds the stage; 0 keeps `runtime.lanes`.
-    pub lanes: usize,
-    /// Partitions of the batched ledger (`dedup_claims`); 0 selects the per-id ledger
-    /// (`dedup_ledger`, one Paxos round per id). Every instance must use the same value.
-    pub ledger_buckets: usize,
-    /// Claims per conditional batch, at most.
-    pub max_batch: usize,
+    /// Buckets per partition in the ledger (every instance must use the same value).
+    pub buckets: u32,
+    /// Ids per Bloom filter (a new filter when one is full; about 1.2 bytes per id at 1%).
+    pub bloom_capacity: usize,
+    /// Recent ids remembered exactly per partition and generation (two generations).
+    pub recent_ids: usize,
+    /// `owned` (the project's scheme) or `naive` (one lightweight transaction per event, for
+    /// the benchmark's comparison).
+    pub scheme: Scheme,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    Owned,
+    Naive,
 }
 
 impl Default for DedupSettings {
@@ -66,153 +60,80 @@ impl Default for DedupSettings {
             output: "notify.stage.deduped.v1".into(),
             window_secs: 7 * 24 * 3600,
             cql_timeout_ms: 2_000,
-            cache_entries: 100_000,
-            lanes: 256,
-            ledger_buckets: 16,
-            max_batch: 64,
+            buckets: 32,
+            bloom_capacity: 1_000_000,
+            recent_ids: 50_000,
+            scheme: Scheme::Owned,
         }
     }
 }
 
 pub type Settings = DedupSettings;
 
-/// The ledger the settings select.
-pub enum DedupLedger {
-    PerId(CqlLedger),
-    Batched(BatchLedger),
-}
-
-impl Ledger for DedupLedger {
-    async fn claim(&self, claim: &Claim) -> Result<Claimed, LedgerError> {
-        match self {
-            DedupLedger::PerId(l) => l.claim(claim).await,
-            DedupLedger::Batched(l) => l.claim(claim).await,
-        }
-    }
-}
-
-/// The Kafka sink: encodes against the registry and writes through [`Downstream`].
-pub struct KafkaSink {
-    pub downstream: Downstream,
-    pub codec: AvroCodec,
-    pub topic: String,
-}
-
-impl Sink for KafkaSink {
-    fn partition_for(&self, key: &str) -> i32 {
-        self.downstream.partition_for(key)
-    }
-    fn floor(&self, partition: i32) -> i64 {
-        self.downstream.floor(partition)
-    }
-    async fn send(
-        &self,
-        partition: i32,
-        key: &str,
-        record: &RoutedNotification,
-        owner: &str,
-        timestamp_ms: Option<i64>,
-    ) -> Result<(), String> {
-        let bytes = self
-            .codec
-            .encode(&self.topic, record)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.downstream
-            .send(
-                partition,
-                key,
-                &bytes,
-                &record.request.event_id,
-                owner,
-                timestamp_ms,
-            )
-            .await
-    }
-    async fn was_forwarded(
-        &self,
-        partition: i32,
-        from: i64,
-        event_id: &str,
-        owner: &str,
-    ) -> Result<bool, String> {
-        self.downstream
-            .was_forwarded(partition, from, event_id, owner)
-            .await
-    }
-}
-
-/// Builds the stage from `config` (connects to CQL, retrying until it answers).
-pub async fn build(
-    config: &notify_runtime::Config,
+/// Connects to CQL, waiting for it rather than crash-looping when it is down at start.
+pub async fn session(
+    config: &Config,
     shutdown: &notify_runtime::CancellationToken,
-) -> Result<Dedup<DedupLedger, KafkaSink>, RuntimeError> {
-    let settings: Settings = config.processor(NAME)?;
-    let setup = |e: &dyn std::fmt::Display| RuntimeError::Setup(e.to_string());
-    let window = Duration::from_secs(settings.window_secs);
-    let timeout = Duration::from_millis(settings.cql_timeout_ms);
-    // The database may be down at start: wait for it rather than crash-loop.
-    let ledger = loop {
-        let attempt = async {
-            let session = notify_runtime::cql::connect(&config.cql)
-                .await
-                .map_err(|e| e.to_string())?;
-            let session = Arc::new(session);
-            let ks = &config.cql.keyspace;
-            let ledger = if settings.ledger_buckets == 0 {
-                DedupLedger::PerId(
-                    CqlLedger::new(session, ks, window, timeout)
-                        .await
-                        .map_err(|e| e.to_string())?,
-                )
-            } else {
-                DedupLedger::Batched(
-                    BatchLedger::new(
-                        session,
-                        ks,
-                        window,
-                        timeout,
-                        settings.ledger_buckets,
-                        settings.max_batch,
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?,
-                )
-            };
-            Ok::<_, String>(ledger)
-        };
-        match attempt.await {
-            Ok(l) => break l,
+) -> Result<Arc<scylla::client::session::Session>, RuntimeError> {
+    loop {
+        match notify_runtime::cql::connect(&config.cql).await {
+            Ok(s) => return Ok(Arc::new(s)),
             Err(e) => {
-                tracing::warn!(error = %e, "dedup ledger not reachable; retrying");
+                tracing::warn!(error = %e, "CQL database not reachable; retrying");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return Err(RuntimeError::Setup(e)),
+                    _ = shutdown.cancelled() => return Err(RuntimeError::Setup(e.to_string())),
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                 }
             }
         }
-    };
-    let downstream = Downstream::new(config, &settings.output).map_err(|e| setup(&e))?;
-    let codec = AvroCodec::new(&config.registry).map_err(|e| setup(&e))?;
-    let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-    Ok(Dedup {
-        ledger,
-        sink: KafkaSink {
-            downstream,
-            codec,
-            topic: settings.output,
-        },
-        cache: ClaimCache::new(settings.cache_entries, window_ms),
-        status_topic: config.runtime.status_topic.clone(),
-        stage: NAME.into(),
-    })
+    }
 }
 
-/// `config` with at least `lanes` lanes and room in flight for them. A lane's queue may take
-/// the whole in-flight bound, so a few records per lane keep every lane busy (at most `lanes`
-/// claims wait on the database at once); more would only hold memory (each record in flight
-/// costs a few KB: 64 per lane took dedup to 151 MiB).
-pub fn with_lanes(mut config: notify_runtime::Config, lanes: usize) -> notify_runtime::Config {
+/// Builds the stage from `config`.
+pub async fn build(
+    config: &Config,
+    metrics: &Metrics,
+    shutdown: &notify_runtime::CancellationToken,
+) -> Result<Dedup<CqlLedger>, RuntimeError> {
+    let settings: Settings = config.processor(NAME)?;
+    let session = session(config, shutdown).await?;
+    let window = Duration::from_secs(settings.window_secs);
+    let latency = metrics.histogram_vec(
+        "notify_dedup_ledger_seconds",
+        "Dedup ledger latency by operation (lookup, record)",
+        &["op"],
+    );
+    let batch = BatchSettings {
+        timeout: Duration::from_millis(settings.cql_timeout_ms),
+        ..BatchSettings::default()
+    };
+    let ledger = CqlLedger::new(
+        session,
+        &config.cql.keyspace,
+        window,
+        settings.buckets,
+        batch,
+        metrics,
+        latency,
+    )
+    .await
+    .map_err(|e| RuntimeError::Setup(e.to_string()))?;
+    let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    let mut dedup = Dedup::new(
+        Arc::new(ledger),
+        settings.output,
+        config.runtime.status_topic.clone(),
+        window_ms,
+        metrics,
+    );
+    dedup.bloom_capacity = settings.bloom_capacity;
+    dedup.recent_per_generation = settings.recent_ids;
+    Ok(dedup)
+}
+
+/// `config` with at least `lanes` lanes (a record waits for its batch to be written, so
+/// concurrency, not cores, bounds the stage) and room in flight for them.
+pub fn with_lanes(mut config: Config, lanes: usize) -> Config {
     if lanes > config.runtime.lanes {
         config.runtime.lanes = lanes;
         config.runtime.max_in_flight = config.runtime.max_in_flight.max(lanes * 8);
@@ -220,17 +141,43 @@ pub fn with_lanes(mut config: notify_runtime::Config, lanes: usize) -> notify_ru
     config
 }
 
+/// Lanes dedup runs with when it is alone in a process.
+pub const LANES: usize = 64;
+
 /// Runs dedup with `[processors.dedup]` of `config` until `shutdown`.
 pub async fn run(
-    config: notify_runtime::Config,
+    config: Config,
     shutdown: notify_runtime::CancellationToken,
 ) -> Result<(), RuntimeError> {
     let settings: Settings = config.processor(NAME)?;
-    let config = with_lanes(config, settings.lanes);
-    let stage = build(&config, &shutdown).await?;
+    let config = with_lanes(config, LANES);
+    let metrics = Metrics::new(NAME);
     let spec = notify_runtime::RunSpec {
         name: NAME.into(),
-        input_topics: vec![settings.input],
+        input_topics: vec![settings.input.clone()],
     };
-    notify_runtime::run(stage, spec, config, shutdown).await
+    match settings.scheme {
+        Scheme::Owned => {
+            let stage = build(&config, &metrics, &shutdown).await?;
+            notify_runtime::run(
+                notify_runtime::StageProcessor(stage),
+                spec,
+                config,
+                metrics,
+                shutdown,
+            )
+            .await
+        }
+        Scheme::Naive => {
+            let stage = naive::build(&config, &metrics, &shutdown).await?;
+            notify_runtime::run(
+                notify_runtime::StageProcessor(stage),
+                spec,
+                config,
+                metrics,
+                shutdown,
+            )
+            .await
+        }
+    }
 }

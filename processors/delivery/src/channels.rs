@@ -2,21 +2,56 @@
 //! `deliver-email`. Each module has the `NAME`, `Settings`, `start` and `run` of a processor
 //! crate; they differ only in the channel and in how the provider client is built.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::time::Duration;
 
 use notify_providers::SendError;
 use notify_runtime::records::DeliveryChannel;
 use notify_runtime::runner::{Running, RuntimeError};
-use notify_runtime::{CancellationToken, Config, RunSpec};
+use notify_runtime::{CancellationToken, Config, Metrics, RunSpec};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::clients::Provider;
-use crate::deliver::{Deliverer, Topics};
+use crate::deliver::{Deliverer, LogEnd, Topics};
 use crate::ledger_cql::CqlLedger;
 use crate::metrics::DeliveryMetrics;
+use crate::ownership::CqlOwnership;
 use crate::rate::TokenBucket;
 use crate::settings::{ChannelProvider, DeliverySettings};
 
-/// Builds the client and ledger, starts consuming, and registers the delivery metrics.
+/// The high watermark of a partition of the input topic.
+struct Watermarks {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+impl LogEnd for Watermarks {
+    fn log_end(&self, partition: i32) -> Option<i64> {
+        self.consumer
+            .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
+            .ok()
+            .map(|(_, high)| high)
+    }
+}
+
+/// Checks what start-up checks of `[processors.<name>]`, without connecting anywhere.
+pub fn check<S: ChannelProvider + serde::de::DeserializeOwned>(
+    name: &str,
+    config: &Config,
+) -> Result<DeliverySettings<S>, RuntimeError> {
+    let settings: DeliverySettings<S> = config.processor(name)?;
+    if settings.lease_ms <= settings.provider.timeout_ms() {
+        // Otherwise a call still in progress could be declared in doubt (or resent).
+        return Err(RuntimeError::Setup(format!(
+            "processors.{name}.lease_ms ({}) must exceed provider.timeout_ms ({})",
+            settings.lease_ms,
+            settings.provider.timeout_ms()
+        )));
+    }
+    Ok(settings)
+}
+
+/// Builds the client, ledger and ownership, and starts consuming.
 async fn start_channel<S, P>(
     name: &str,
     channel: DeliveryChannel,
@@ -28,26 +63,49 @@ where
     S: ChannelProvider + serde::de::DeserializeOwned,
     P: Provider,
 {
-    let settings: DeliverySettings<S> = config.processor(name)?;
-    if settings.lease_ms <= settings.provider.timeout_ms() {
-        // Otherwise a call still in progress could be taken over and sent a second time.
-        return Err(RuntimeError::Setup(format!(
-            "processors.{name}.lease_ms ({}) must exceed provider.timeout_ms ({})",
-            settings.lease_ms,
-            settings.provider.timeout_ms()
-        )));
-    }
+    let settings: DeliverySettings<S> = check(name, &config)?;
+    let mut config = config;
+    config.kafka.transactional |= settings.exactly_once;
     let provider = build(&settings.provider)
         .map_err(|e| RuntimeError::Setup(format!("processors.{name}: {e}")))?;
-    let ledger = CqlLedger::connect(&config.cql)
-        .await
-        .map_err(|e| RuntimeError::Setup(e.to_string()))?;
-    let metrics = Arc::new(OnceLock::new());
+    let metrics = Metrics::new(name);
+    let session = Arc::new(
+        notify_runtime::cql::connect(&config.cql)
+            .await
+            .map_err(|e| RuntimeError::Setup(e.to_string()))?,
+    );
+    let ledger = CqlLedger::new(
+        session.clone(),
+        &config.cql.keyspace,
+        Duration::from_secs(5),
+        &metrics,
+    )
+    .await
+    .map_err(|e| RuntimeError::Setup(e.to_string()))?;
+    let group = config.group_id(name);
+    let ownership = CqlOwnership::new(
+        session,
+        &config.cql.keyspace,
+        &group,
+        &settings.input,
+        &format!("{}-{}", config.kafka.instance_id, std::process::id()),
+        Duration::from_millis(settings.confirm_interval_ms),
+        &metrics,
+    )
+    .await
+    .map_err(|e| RuntimeError::Setup(e.to_string()))?;
+    let watermarks = Watermarks {
+        consumer: notify_runtime::kafka::client_config(&config).create()?,
+        topic: settings.input.clone(),
+    };
     let deliverer = Deliverer {
         channel,
         stage: name.into(),
+        input: settings.input.clone(),
         provider,
         ledger,
+        ownership: Arc::new(ownership),
+        log_end: Arc::new(watermarks),
         rate: TokenBucket::new(settings.rate_per_sec, settings.burst),
         topics: Topics {
             status: config.runtime.status_topic.clone(),
@@ -55,26 +113,27 @@ where
             token_feedback: settings.token_feedback_topic.clone(),
         },
         lease_ms: settings.lease_ms as i64,
-        metrics: metrics.clone(),
+        in_doubt: settings.in_doubt,
+        metrics: DeliveryMetrics::register(&metrics, channel),
+        owned: Arc::default(),
     };
     let spec = RunSpec {
         name: name.into(),
         input_topics: vec![settings.input.clone()],
     };
-    let running = notify_runtime::start(deliverer, spec, config, shutdown).await?;
-    // The registry exists only once the runtime started; the consumer is still joining its
-    // group then, so no record is processed unobserved in practice.
-    let _ = metrics.set(DeliveryMetrics::register(&running.metrics));
-    Ok(running)
+    notify_runtime::start(deliverer, spec, config, metrics, shutdown).await
 }
 
-async fn wait(running: Running) -> Result<(), RuntimeError> {
-    match running.done.await {
-        Ok(result) => result,
-        Err(join) => Err(RuntimeError::Setup(format!(
-            "consume loop panicked: {join}"
-        ))),
+/// Lanes each delivery processor runs with: a provider call is a round trip, so
+/// concurrency, not cores, bounds it.
+pub const LANES: usize = 128;
+
+fn with_lanes(mut config: Config) -> Config {
+    if config.runtime.lanes < LANES {
+        config.runtime.lanes = LANES;
+        config.runtime.max_in_flight = config.runtime.max_in_flight.max(LANES * 8);
     }
+    config
 }
 
 macro_rules! channel {
@@ -85,12 +144,20 @@ macro_rules! channel {
             pub const NAME: &str = $name;
             pub type Settings = DeliverySettings<$settings>;
 
+            /// What start-up checks, without connecting (`notify run <p> --check-config`).
+            pub fn check(config: &Config) -> Result<(), RuntimeError> {
+                let settings = super::check::<$settings>(NAME, config)?;
+                $build(&settings.provider)
+                    .map(|_| ())
+                    .map_err(|e| RuntimeError::Setup(format!("processors.{NAME}: {e}")))
+            }
+
             /// Starts the processor and returns once it is consuming (tests, embedding).
             pub async fn start(
                 config: Config,
                 shutdown: CancellationToken,
             ) -> Result<Running, RuntimeError> {
-                start_channel(NAME, $channel, $build, config, shutdown).await
+                start_channel(NAME, $channel, $build, with_lanes(config), shutdown).await
             }
 
             /// Runs until `shutdown`, then drains and commits.
@@ -98,7 +165,7 @@ macro_rules! channel {
                 config: Config,
                 shutdown: CancellationToken,
             ) -> Result<(), RuntimeError> {
-                wait(start(config, shutdown).await?).await
+                notify_runtime::wait(start(config, shutdown).await?).await
             }
         }
     };

@@ -1,12 +1,14 @@
-//! The delivery rule with the memory ledger and a scripted provider (no Kafka).
+//! The delivery rule with the memory ledger, memory epochs and a scripted provider (no Kafka).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
-use notify_runtime::records::{Priority, TokenFeedback};
+use notify_runtime::Metrics;
+use notify_runtime::records::{DeliveryStatus, Priority, TokenFeedback};
 
 use super::*;
 use crate::ledger::MemoryLedger;
+use crate::ownership::MemoryOwnership;
 
 /// Answers from a script and counts calls.
 #[derive(Default)]
@@ -28,15 +30,33 @@ impl Provider for Scripted {
     }
 }
 
-fn deliverer(answers: Vec<SendOutcome>) -> Deliverer<Scripted, MemoryLedger> {
+/// Every record arrived after the takeover unless a test says otherwise.
+struct FixedEnd(i64);
+
+impl LogEnd for FixedEnd {
+    fn log_end(&self, _: i32) -> Option<i64> {
+        Some(self.0)
+    }
+}
+
+type TestDeliverer = Deliverer<Scripted, MemoryLedger, MemoryOwnership>;
+
+fn deliverer_with(
+    answers: Vec<SendOutcome>,
+    takeover_end: i64,
+    policy: InDoubtPolicy,
+) -> TestDeliverer {
     Deliverer {
         channel: DeliveryChannel::Apns,
         stage: "deliver-apns".into(),
+        input: "notify.channel.apns.v1".into(),
         provider: Scripted {
             answers: Mutex::new(answers.into()),
             calls: Mutex::new(0),
         },
         ledger: MemoryLedger::default(),
+        ownership: Arc::new(MemoryOwnership::default()),
+        log_end: Arc::new(FixedEnd(takeover_end)),
         rate: TokenBucket::new(0.0, 1),
         topics: Topics {
             status: "status".into(),
@@ -44,8 +64,14 @@ fn deliverer(answers: Vec<SendOutcome>) -> Deliverer<Scripted, MemoryLedger> {
             token_feedback: "feedback".into(),
         },
         lease_ms: 60_000,
-        metrics: Arc::new(OnceLock::new()),
+        in_doubt: policy,
+        metrics: DeliveryMetrics::register(&Metrics::new("test"), DeliveryChannel::Apns),
+        owned: Arc::default(),
     }
+}
+
+fn deliverer(answers: Vec<SendOutcome>) -> TestDeliverer {
+    deliverer_with(answers, 0, InDoubtPolicy::Fail)
 }
 
 fn msg() -> ChannelMessage {
@@ -65,158 +91,263 @@ fn msg() -> ChannelMessage {
     }
 }
 
+/// A record written exactly once (by the chain) at offset 7, with `headers` besides.
 fn meta(headers: &[(&str, &str)]) -> RecordMeta {
+    let mut h: Vec<(String, Vec<u8>)> = vec![(EXACTLY_ONCE.into(), b"1".to_vec())];
+    h.extend(
+        headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())),
+    );
     RecordMeta {
         topic: "notify.channel.apns.v1".into(),
         partition: 0,
         offset: 7,
         key: Some("abcdef0123".into()),
-        timestamp_ms: None,
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-            .collect(),
+        headers: h,
+        ..RecordMeta::default()
     }
 }
 
-fn status_of(out: &Output) -> &notify_runtime::records::DeliveryStatus {
+fn key() -> MessageKey {
+    MessageKey {
+        event_id: "e1".into(),
+        user_id: "u1".into(),
+        channel: "APNS".into(),
+        recipient: "abcdef0123".into(),
+    }
+}
+
+fn status_of(out: &Output) -> &DeliveryStatus {
     out.downcast().expect("a status event")
 }
 
-fn calls(d: &Deliverer<Scripted, MemoryLedger>) -> usize {
+fn calls(d: &TestDeliverer) -> usize {
     *d.provider.calls.lock().unwrap()
 }
 
+fn reads(d: &TestDeliverer) -> u64 {
+    d.ledger.reads.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[tokio::test]
-async fn sent_once_then_answered_from_the_ledger() {
+async fn sent_once_without_a_read_and_a_redo_is_answered_from_the_ledger() {
     let d = deliverer(vec![]);
     let out = d.process(msg(), &meta(&[])).await.unwrap();
     assert_eq!(status_of(&out[0]).outcome, Outcome::Sent);
     assert_eq!(status_of(&out[0]).recipient.as_deref(), Some("***0123"));
-    let again = d.process(msg(), &meta(&[])).await.unwrap();
+    assert_eq!(
+        reads(&d),
+        0,
+        "a message written once, after the takeover: no read"
+    );
+    assert_eq!(d.ledger.row(&key()).map(|r| r.state), Some(State::Sent));
+    // Redone by the next owner: the record predates its takeover, so it reads.
+    let next = deliverer_with(vec![], 100, InDoubtPolicy::Fail);
+    next.ledger
+        .write(&key(), d.ledger.row(&key()).unwrap())
+        .await
+        .unwrap();
+    let again = next.process(msg(), &meta(&[])).await.unwrap();
     assert_eq!(status_of(&again[0]).reason.as_deref(), Some("already sent"));
-    assert_eq!(calls(&d), 1);
+    assert_eq!(calls(&next), 0);
 }
 
 #[tokio::test]
-async fn retryable_goes_to_the_ladder_with_headers_and_frees_the_row() {
+async fn a_claim_without_outcome_from_an_earlier_owner_is_waited_for_then_in_doubt() {
+    let d = deliverer_with(vec![], 100, InDoubtPolicy::Fail);
+    let claim = Row {
+        state: State::Claimed,
+        epoch: 0,
+        partition: 0,
+        offset: 7,
+        attempt: 1,
+        provider_id: String::new(),
+        reason: String::new(),
+        updated_at_ms: now_ms(),
+    };
+    d.ledger.write(&key(), claim.clone()).await.unwrap();
+    let err = d.process(msg(), &meta(&[])).await.unwrap_err();
+    assert!(
+        matches!(err, ProcessError::Transient(_)),
+        "held inside the lease: {err}"
+    );
+    let expired = Row {
+        updated_at_ms: now_ms() - 61_000,
+        ..claim
+    };
+    d.ledger.write(&key(), expired).await.unwrap();
+    let err = d.process(msg(), &meta(&[])).await.unwrap_err();
+    let ProcessError::Reject { class, outputs, .. } = err else {
+        panic!("not a dead letter");
+    };
+    assert_eq!(class, ErrorClass::InDoubt);
+    assert_eq!(status_of(&outputs[0]).outcome, Outcome::Failed);
+    assert_eq!(
+        calls(&d),
+        0,
+        "in doubt is never resent under the fail policy"
+    );
+    assert_eq!(d.ledger.row(&key()).map(|r| r.state), Some(State::InDoubt));
+}
+
+#[tokio::test]
+async fn a_stale_owner_calls_no_provider() {
+    let d = deliverer(vec![]);
+    d.process(msg(), &meta(&[])).await.unwrap();
+    // Another instance takes partition 0 over while this one is paused.
+    d.ownership.steal(0);
+    let mut second = msg();
+    second.event_id = "e2".into();
+    let err = d.process(second, &meta(&[])).await.unwrap_err();
+    assert!(matches!(err, ProcessError::Transient(_)), "{err}");
+    assert_eq!(calls(&d), 1, "no call once the epoch moved on");
+}
+
+#[tokio::test]
+async fn retryable_goes_to_the_ladder_with_headers_and_the_retry_is_sent() {
     let d = deliverer(vec![SendOutcome::Retryable {
         reason: "APNs 503".into(),
         retry_after: Some(Duration::from_secs(2)),
     }]);
-    let incoming = meta(&[
-        (headers::ATTEMPTS, "2"),
-        (headers::FIRST_FAILURE_AT, "111"),
-        (headers::ORIGIN_TOPIC, "notify.channel.apns.v1"),
-        ("notify.retry.step", "1"),
-        ("trace", "t"),
-    ]);
+    let incoming = meta(&[(headers::FIRST_FAILURE_AT, "111"), ("trace", "t")]);
     let out = d.process(msg(), &incoming).await.unwrap();
     let retry = &out[0];
     assert_eq!(retry.topic, "retry");
     assert_eq!(retry.key.as_deref(), Some("abcdef0123"));
     let h = |k: &str| {
-        let found: Vec<_> = retry.headers.iter().filter(|(n, _)| n == k).collect();
-        assert!(found.len() <= 1, "header {k} repeated");
-        found
-            .first()
+        retry
+            .headers
+            .iter()
+            .filter(|(n, _)| n == k)
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .next_back()
     };
-    assert_eq!(h(headers::ATTEMPTS).as_deref(), Some("3"));
+    assert_eq!(h(headers::ATTEMPTS).as_deref(), Some("1"));
     assert_eq!(h(headers::FIRST_FAILURE_AT).as_deref(), Some("111"));
     assert_eq!(h(headers::RETRY_AFTER_MS).as_deref(), Some("2000"));
-    assert_eq!(h(headers::ERROR_REASON).as_deref(), Some("APNs 503"));
-    assert_eq!(
-        h(headers::ORIGIN_TOPIC).as_deref(),
-        Some("notify.channel.apns.v1")
-    );
-    assert_eq!(h("notify.retry.step").as_deref(), Some("1"));
     assert_eq!(h("trace").as_deref(), Some("t"));
-    assert!(h(headers::LAST_FAILURE_AT).is_some());
-    let status = status_of(&out[1]);
-    assert_eq!(
-        (status.outcome, status.attempt),
-        (Outcome::RetryScheduled, 3)
-    );
-    // The row was released: the record coming back from the ladder is sent.
+    assert_eq!(status_of(&out[1]).outcome, Outcome::RetryScheduled);
+    assert_eq!(d.ledger.row(&key()).map(|r| r.state), Some(State::Retrying));
     let back = d
-        .process(msg(), &meta(&[(headers::ATTEMPTS, "3")]))
+        .process(msg(), &meta(&[(headers::ATTEMPTS, "1")]))
         .await
         .unwrap();
     assert_eq!(status_of(&back[0]).outcome, Outcome::Sent);
+    assert_eq!(status_of(&back[0]).attempt, 2);
     assert_eq!(calls(&d), 2);
 }
 
 #[tokio::test]
-async fn permanent_is_failed_and_dead_lettered_even_on_replay() {
+async fn permanent_fails_and_token_invalid_feeds_back() {
     let d = deliverer(vec![SendOutcome::Permanent {
-        reason: "APNs 400: BadTopic".into(),
+        reason: "APNs 400: BadTopic for abcdef0123".into(),
     }]);
-    for _ in 0..2 {
-        match d.process(msg(), &meta(&[])).await {
-            Err(ProcessError::Reject { class, outputs, .. }) => {
-                assert_eq!(class, ErrorClass::Permanent);
-                assert_eq!(status_of(&outputs[0]).outcome, Outcome::Failed);
-            }
-            other => panic!("expected a dead letter, got {other:?}"),
-        }
-    }
-    assert_eq!(calls(&d), 1);
-}
+    let err = d.process(msg(), &meta(&[])).await.unwrap_err();
+    let ProcessError::Reject {
+        class,
+        reason,
+        outputs,
+        ..
+    } = err
+    else {
+        panic!("not a dead letter");
+    };
+    assert_eq!(class, ErrorClass::Permanent);
+    assert!(
+        !reason.contains("abcdef0123"),
+        "the token is masked: {reason}"
+    );
+    assert_eq!(status_of(&outputs[0]).outcome, Outcome::Failed);
 
-#[tokio::test]
-async fn invalid_token_is_fed_back_and_never_retried() {
     let d = deliverer(vec![SendOutcome::TokenInvalid {
         reason: "APNs 410: Unregistered".into(),
     }]);
     let out = d.process(msg(), &meta(&[])).await.unwrap();
-    assert_eq!(out.len(), 2);
     assert_eq!(status_of(&out[0]).outcome, Outcome::TokenInvalid);
-    let feedback: &TokenFeedback = out[1].downcast().expect("feedback");
+    let fb: &TokenFeedback = out[1].downcast().expect("feedback");
     assert_eq!(
-        (out[1].topic.as_str(), out[1].key.as_deref()),
-        ("feedback", Some("u1"))
+        (fb.user_id.as_str(), out[1].key.as_deref()),
+        ("u1", Some("u1"))
     );
-    assert_eq!(feedback.token, "abcdef0123");
-    assert!(out.iter().all(|o| o.topic != "retry"));
-    let again = d.process(msg(), &meta(&[])).await.unwrap();
-    assert_eq!(status_of(&again[0]).outcome, Outcome::TokenInvalid);
-    assert_eq!(calls(&d), 1);
 }
 
 #[tokio::test]
-async fn expired_wrong_channel_and_busy_rows_do_not_call_the_provider() {
+async fn a_call_whose_answer_never_came_is_in_doubt_and_not_retried() {
+    let d = deliverer(vec![SendOutcome::InDoubt {
+        reason: "timeout".into(),
+    }]);
+    let err = d.process(msg(), &meta(&[])).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProcessError::Reject {
+                class: ErrorClass::InDoubt,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(d.ledger.row(&key()).map(|r| r.state), Some(State::InDoubt));
+    let resend = deliverer_with(
+        vec![SendOutcome::InDoubt {
+            reason: "timeout".into(),
+        }],
+        0,
+        InDoubtPolicy::Resend,
+    );
+    let out = resend.process(msg(), &meta(&[])).await.unwrap();
+    assert_eq!(
+        out[0].topic, "retry",
+        "the resend policy goes up the ladder"
+    );
+}
+
+#[tokio::test]
+async fn a_replay_sends_only_what_never_arrived() {
     let d = deliverer(vec![]);
-    let expired = ChannelMessage {
-        expires_at: Some(1),
-        ..msg()
-    };
-    let out = d.process(expired, &meta(&[])).await.unwrap();
-    assert_eq!(status_of(&out[0]).outcome, Outcome::Expired);
-    let fcm = ChannelMessage {
-        channel: DeliveryChannel::Fcm,
-        ..msg()
-    };
-    assert!(matches!(
-        d.process(fcm, &meta(&[])).await,
-        Err(ProcessError::Reject {
-            class: ErrorClass::Validation,
-            ..
-        })
-    ));
-    // A claim held by another consumer within its lease: hold the record, do not send.
-    let key = LedgerKey {
-        event_id: "e1".into(),
-        channel: "APNS".into(),
-        recipient: "abcdef0123".into(),
-    };
-    d.ledger
-        .claim(&key, "other", now_ms(), 60_000)
+    d.process(msg(), &meta(&[])).await.unwrap();
+    let out = d
+        .process(msg(), &meta(&[(REPLAY_RUN, "r1")]))
         .await
         .unwrap();
-    assert!(matches!(
-        d.process(msg(), &meta(&[])).await,
-        Err(ProcessError::Transient(_))
-    ));
+    assert!(out.is_empty(), "sent already: nothing, not even a status");
+    assert_eq!(calls(&d), 1);
+    let failed = Row {
+        state: State::Failed,
+        ..d.ledger.row(&key()).unwrap()
+    };
+    d.ledger.write(&key(), failed).await.unwrap();
+    let out = d
+        .process(msg(), &meta(&[(REPLAY_RUN, "r1")]))
+        .await
+        .unwrap();
+    assert_eq!(status_of(&out[0]).outcome, Outcome::Sent);
+    assert_eq!(calls(&d), 2, "a failed message is sent again by a replay");
+}
+
+#[tokio::test]
+async fn credentials_refused_hold_the_record() {
+    let d = deliverer(vec![SendOutcome::Unavailable {
+        reason: "InvalidProviderToken".into(),
+    }]);
+    let err = d.process(msg(), &meta(&[])).await.unwrap_err();
+    assert!(matches!(err, ProcessError::Transient(_)), "{err}");
+    assert_eq!(d.ledger.row(&key()).map(|r| r.state), Some(State::Retrying));
+    let out = d.process(msg(), &meta(&[])).await.unwrap();
+    assert_eq!(
+        status_of(&out[0]).outcome,
+        Outcome::Sent,
+        "sent once they work again"
+    );
+}
+
+#[tokio::test]
+async fn expired_messages_are_said_not_sent() {
+    let d = deliverer(vec![]);
+    let mut m = msg();
+    m.expires_at = Some(1);
+    let out = d.process(m, &meta(&[])).await.unwrap();
+    assert_eq!(status_of(&out[0]).outcome, Outcome::Expired);
     assert_eq!(calls(&d), 0);
 }

@@ -5,7 +5,8 @@
 //! delivery ledger row, call the provider, and map the outcome: SENT; retryable → the same
 //! ChannelMessage to the retry ladder ([`headers`]) and RETRY_SCHEDULED; permanent → FAILED
 //! and a dead letter of class `permanent`; invalid token → TOKEN_INVALID and a TokenFeedback
-//! record keyed by user id, never retried. See README "Delivery guarantees" for the ledger.
+//! record keyed by user id, never retried; in doubt → the channel's policy; our credentials
+//! refused → the record waits. See README "Delivery guarantees" for the ledger.
 
 pub mod channels;
 pub mod clients;
@@ -14,11 +15,21 @@ pub mod ledger;
 pub mod ledger_cql;
 pub mod metrics;
 mod outputs;
+pub mod ownership;
 pub mod rate;
 pub mod settings;
 
 pub use channels::{apns, email, fcm, sms};
-pub use deliver::{Deliverer, Topics};
+pub use deliver::{Deliverer, LogEnd, Taken, Topics};
+
+/// `text` with every occurrence of the full contact point masked: providers echo the number
+/// or address in their error text, which goes into status events and dead-letter headers.
+pub fn redact(text: &str, contact_point: &str) -> String {
+    if contact_point.len() < 4 || !text.contains(contact_point) {
+        return text.to_string();
+    }
+    text.replace(contact_point, &notify_runtime::records::mask(contact_point))
+}
 
 /// Headers of a record sent to the retry ladder (names shared with the retry processor
 /// through `notify_runtime::dlq`). The retry processor moves the record along the ladder

@@ -2,15 +2,16 @@
 
 use std::time::Duration;
 
-use notify_runtime::records::{ChannelMessage, DeliveryStatus, Outcome, TokenFeedback, mask};
+use notify_runtime::records::{ChannelMessage, DeliveryStatus, Outcome, TokenFeedback};
 use notify_runtime::{Output, RecordMeta, now_ms};
 
 use crate::clients::Provider;
 use crate::deliver::Deliverer;
 use crate::headers;
 use crate::ledger::DeliveryLedger;
+use crate::ownership::Ownership;
 
-impl<P: Provider, L: DeliveryLedger> Deliverer<P, L> {
+impl<P: Provider, L: DeliveryLedger, O: Ownership> Deliverer<P, L, O> {
     pub(crate) fn status(
         &self,
         msg: &ChannelMessage,
@@ -18,23 +19,10 @@ impl<P: Provider, L: DeliveryLedger> Deliverer<P, L> {
         reason: Option<String>,
         attempt: i32,
     ) -> Output {
-        if let Some(m) = self.metrics.get() {
-            m.outcome(outcome);
-        }
-        Output::status(
-            &self.topics.status,
-            DeliveryStatus {
-                event_id: msg.event_id.clone(),
-                user_id: msg.user_id.clone(),
-                channel: Some(self.channel.as_str().into()),
-                recipient: Some(mask(&msg.recipient)),
-                outcome,
-                reason,
-                attempt,
-                stage: self.stage.clone(),
-                at: now_ms(),
-            },
-        )
+        self.metrics.outcome(self.channel, outcome);
+        let mut s = DeliveryStatus::of_message(msg, &self.stage, outcome).with_attempt(attempt);
+        s.reason = reason.map(|r| crate::redact(&r, &msg.recipient));
+        Output::status(&self.topics.status, s)
     }
 
     pub(crate) fn token_feedback(&self, msg: &ChannelMessage, reason: &str) -> Output {
@@ -45,7 +33,7 @@ impl<P: Provider, L: DeliveryLedger> Deliverer<P, L> {
                 user_id: msg.user_id.clone(),
                 token: msg.recipient.clone(),
                 channel: self.channel,
-                reason: reason.into(),
+                reason: crate::redact(reason, &msg.recipient),
                 at: now_ms(),
             },
         )

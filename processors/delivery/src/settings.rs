@@ -32,10 +32,29 @@ pub struct DeliverySettings<P> {
     pub rate_per_sec: f64,
     /// Calls allowed at once after an idle spell.
     pub burst: u32,
-    /// How long a claimed ledger row is left alone before a consumer that finds it in
-    /// `sending` (its claimer crashed mid-call) sends again. Longer than the provider timeout.
+    /// How long a claim of an earlier owner (one that crashed, or was paused and replaced,
+    /// maybe mid-call) is waited for before it counts as in doubt. Longer than the provider
+    /// timeout.
     pub lease_ms: u64,
+    /// What becomes of a message the provider may or may not have (a crash between the call
+    /// and its outcome, a timeout after the request went out): `fail` (FAILED with reason
+    /// "in doubt" and a dead letter of class `in_doubt`; nothing is sent twice) or `resend`
+    /// (through the retry ladder; at least once, e.g. for push with a collapse id).
+    pub in_doubt: InDoubtPolicy,
+    /// Status events, retries and feedback in Kafka transactions with the offsets: each
+    /// outcome is seen once by read-committed consumers.
+    pub exactly_once: bool,
+    /// Confirmations that this instance still owns a partition are batched: one read per
+    /// interval at most answers every claim written before it.
+    pub confirm_interval_ms: u64,
     pub provider: P,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InDoubtPolicy {
+    Fail,
+    Resend,
 }
 
 /// A provider table, and the channel topic its processor reads by default.
@@ -79,6 +98,9 @@ impl<P: ChannelProvider> Default for DeliverySettings<P> {
             rate_per_sec: 0.0,
             burst: 50,
             lease_ms: 30_000,
+            in_doubt: InDoubtPolicy::Fail,
+            exactly_once: true,
+            confirm_interval_ms: 5,
             provider: P::default(),
         }
     }

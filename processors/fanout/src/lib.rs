@@ -5,14 +5,13 @@
 //! messages stay in order on their channel. PUSH becomes one APNS or FCM message per device.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, OnceLock};
 
 use notify_runtime::records::{
     ChannelMessage, DeliveryChannel, DeliveryStatus, NotificationRequest, Outcome,
-    RoutedNotification, mask,
+    RoutedNotification,
 };
 use notify_runtime::runner::RuntimeError;
-use notify_runtime::{Output, ProcessError, Processor, RecordMeta, now_ms};
+use notify_runtime::{Emit, Metrics, Output, ProcessError, RecordMeta, Stage, now_ms};
 use prometheus::IntCounterVec;
 use serde::Deserialize;
 
@@ -57,31 +56,43 @@ impl FanoutSettings {
 pub struct FanoutProcessor {
     pub topics: FanoutSettings,
     pub status_topic: String,
-    /// `notify_fanout_messages_total{channel}`, set once the runtime has started.
-    pub messages: Arc<OnceLock<IntCounterVec>>,
+    /// Also say ACCEPTED ("queued for delivery") per message (`runtime.intermediate_status`).
+    pub intermediate_status: bool,
+    /// Messages are written in committed transactions (`kafka.transactional`): they say so,
+    /// and delivery skips the ledger read for them.
+    pub exactly_once: bool,
+    /// `notify_fanout_messages_total{channel}`.
+    pub messages: IntCounterVec,
 }
 
-fn status(
-    request: &NotificationRequest,
-    channel: Option<DeliveryChannel>,
-    recipient: Option<&str>,
-    outcome: Outcome,
-    reason: &str,
-) -> DeliveryStatus {
-    DeliveryStatus {
-        event_id: request.event_id.clone(),
-        user_id: request.user_id.clone(),
-        channel: channel.map(|c| c.as_str().to_string()),
-        recipient: recipient.map(mask),
-        outcome,
-        reason: Some(reason.to_string()),
-        attempt: 0,
-        stage: NAME.into(),
-        at: now_ms(),
+/// The counter of messages, registered with the processor's metrics.
+pub fn messages_counter(metrics: &Metrics) -> IntCounterVec {
+    let counter = metrics.counter_vec(
+        "notify_fanout_messages_total",
+        "Channel messages written, per delivery channel",
+        &["channel"],
+    );
+    for channel in DeliveryChannel::ALL {
+        counter.with_label_values(&[channel.as_str()]);
     }
+    counter
+}
+
+fn status(request: &NotificationRequest, outcome: Outcome, reason: &str) -> DeliveryStatus {
+    DeliveryStatus::of(request, NAME, outcome).with_reason(reason)
 }
 
 impl FanoutProcessor {
+    pub fn new(topics: FanoutSettings, config: &notify_runtime::Config, metrics: &Metrics) -> Self {
+        FanoutProcessor {
+            topics,
+            status_topic: config.runtime.status_topic.clone(),
+            intermediate_status: config.runtime.intermediate_status,
+            exactly_once: config.kafka.transactional,
+            messages: messages_counter(metrics),
+        }
+    }
+
     /// The messages of one routed notification, one per distinct (channel, contact point)
     /// whose requested channel was rendered.
     pub fn messages(&self, routed: &RoutedNotification) -> Vec<ChannelMessage> {
@@ -120,56 +131,59 @@ impl FanoutProcessor {
     }
 }
 
-impl Processor for FanoutProcessor {
-    type Input = RoutedNotification;
+impl Stage for FanoutProcessor {
+    type In = RoutedNotification;
+    type Out = ChannelMessage;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
 
     async fn process(
         &self,
         routed: RoutedNotification,
-        _meta: &RecordMeta,
-    ) -> Result<Vec<Output>, ProcessError> {
+        _: &RecordMeta,
+    ) -> Result<Emit<ChannelMessage>, ProcessError> {
         let request = &routed.request;
         if request.is_expired(now_ms()) {
-            let s = status(
-                request,
-                None,
-                None,
-                Outcome::Expired,
-                "expired before fan-out",
-            );
-            return Ok(vec![Output::status(&self.status_topic, s)]);
+            let s = status(request, Outcome::Expired, "expired before fan-out");
+            return Ok(Emit::end(vec![Output::status(&self.status_topic, s)]));
         }
         let messages = self.messages(&routed);
         if messages.is_empty() {
             let s = status(
                 request,
-                None,
-                None,
                 Outcome::Filtered,
                 "no contact point with rendered content",
             );
-            return Ok(vec![Output::status(&self.status_topic, s)]);
+            return Ok(Emit::end(vec![Output::status(&self.status_topic, s)]));
         }
-        let mut outputs = Vec::with_capacity(messages.len() * 2);
-        for m in messages {
-            if let Some(c) = self.messages.get() {
-                c.with_label_values(&[m.channel.as_str()]).inc();
+        let mut side = Vec::new();
+        for m in &messages {
+            self.messages.with_label_values(&[m.channel.as_str()]).inc();
+            if self.intermediate_status {
+                let s = DeliveryStatus::of_message(m, NAME, Outcome::Accepted)
+                    .with_reason("queued for delivery");
+                side.push(Output::status(&self.status_topic, s));
             }
-            // The status names the delivery channel and the masked contact point: the first
-            // point where the outcome of one message can be followed.
-            let s = status(
-                request,
-                Some(m.channel),
-                Some(&m.recipient),
-                Outcome::Accepted,
-                "queued for delivery",
-            );
-            outputs.push(Output::status(&self.status_topic, s));
-            let topic = self.topics.topic(m.channel).to_string();
-            let key = m.recipient.clone();
-            outputs.push(Output::record(topic, key, m));
         }
-        Ok(outputs)
+        Ok(Emit {
+            next: messages,
+            side,
+            dead_letter: None,
+        })
+    }
+
+    /// Keyed by the contact point, so a recipient's messages stay in order on their channel.
+    fn output(&self, m: ChannelMessage, _: &RecordMeta) -> Output {
+        let topic = self.topics.topic(m.channel).to_string();
+        let key = m.recipient.clone();
+        let out = Output::record(topic, key, m);
+        if self.exactly_once {
+            out.with_header(notify_runtime::headers::EXACTLY_ONCE, "1")
+        } else {
+            out
+        }
     }
 }
 
@@ -183,26 +197,16 @@ pub async fn run(
         name: NAME.into(),
         input_topics: vec![settings.input.clone()],
     };
-    let processor = FanoutProcessor {
-        topics: settings,
-        status_topic: config.runtime.status_topic.clone(),
-        messages: Default::default(),
-    };
-    let messages = processor.messages.clone();
-    let running = notify_runtime::start(processor, spec, config, shutdown).await?;
-    let counter = running.metrics.counter_vec(
-        "messages_total",
-        "Channel messages written, per delivery channel",
-        &["channel"],
-    );
-    for channel in DeliveryChannel::ALL {
-        counter.with_label_values(&[channel.as_str()]);
-    }
-    let _ = messages.set(counter);
-    running
-        .done
-        .await
-        .map_err(|e| RuntimeError::Setup(format!("consume loop panicked: {e}")))?
+    let metrics = Metrics::new(NAME);
+    let stage = FanoutProcessor::new(settings, &config, &metrics);
+    notify_runtime::run(
+        notify_runtime::StageProcessor(stage),
+        spec,
+        config,
+        metrics,
+        shutdown,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use notify_runtime::records::{
     Channel, ChannelMessage, DeliveryChannel, DeliveryStatus, NotificationRequest, Outcome,
     Priority, Rendered, RoutedNotification, Target,
 };
-use notify_runtime::{Processor, RecordMeta};
+use notify_runtime::{Metrics, Processor, RecordMeta, StageProcessor};
 
 use super::*;
 
@@ -56,15 +56,22 @@ fn meta() -> RecordMeta {
         key: Some("u1".into()),
         timestamp_ms: None,
         headers: vec![],
+        ..RecordMeta::default()
     }
 }
 
-fn processor() -> FanoutProcessor {
+fn stage(intermediate_status: bool) -> FanoutProcessor {
     FanoutProcessor {
         topics: FanoutSettings::default(),
         status_topic: "status".into(),
-        messages: Default::default(),
+        intermediate_status,
+        exactly_once: false,
+        messages: messages_counter(&Metrics::new("test")),
     }
+}
+
+fn processor() -> StageProcessor<FanoutProcessor> {
+    StageProcessor(stage(false))
 }
 
 const USER: [(DeliveryChannel, &str); 5] = [
@@ -77,7 +84,17 @@ const USER: [(DeliveryChannel, &str); 5] = [
 
 #[tokio::test]
 async fn one_message_per_device_and_contact_point() {
-    let outputs = processor().process(routed(&USER), &meta()).await.unwrap();
+    let quiet = processor().process(routed(&USER), &meta()).await.unwrap();
+    assert!(
+        quiet
+            .iter()
+            .all(|o| o.downcast::<DeliveryStatus>().is_none()),
+        "no status per message unless intermediate statuses are asked for"
+    );
+    let outputs = StageProcessor(stage(true))
+        .process(routed(&USER), &meta())
+        .await
+        .unwrap();
     let messages: Vec<(&str, &str, &ChannelMessage)> = outputs
         .iter()
         .filter_map(|o| {
@@ -125,7 +142,7 @@ async fn channels_without_rendered_content_and_duplicate_targets_are_skipped() {
         (DeliveryChannel::Sms, "+4915112345678"),
     ]);
     r.rendered.retain(|x| x.channel != Channel::Sms);
-    let messages = processor().messages(&r);
+    let messages = stage(false).messages(&r);
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].recipient, "tok1");
 }

@@ -91,6 +91,7 @@ pub async fn run(
                 },
                 spec,
                 config,
+                notify_runtime::Metrics::new(NAME),
                 shutdown,
             )
             .await
@@ -102,6 +103,7 @@ pub async fn run(
                 },
                 spec,
                 config,
+                notify_runtime::Metrics::new(NAME),
                 shutdown,
             )
             .await

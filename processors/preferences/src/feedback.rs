@@ -1,14 +1,17 @@
-//! Device tokens providers reported invalid (`notify.token-feedback.v1`, keyed by user id, so
-//! co-partitioned with requests). Held in a local table with one row per user and token, and
+//! Device tokens providers reported invalid (`notify.token-feedback.v1`, keyed by user id). Held in a local table with one row per user and token, and
 //! synced like the profile table, so the request after a TOKEN_INVALID skips the device.
 
 use notify_runtime::records::TokenFeedback;
 use notify_runtime::runner::RuntimeError;
 use notify_runtime::{Config, Table};
 
-/// The table of reported tokens.
-pub async fn table(config: &Config, topic: &str) -> Result<Table<TokenFeedback>, RuntimeError> {
-    Table::keyed_by(config, topic, |_, f: &TokenFeedback| {
+/// The table of reported tokens of the users the assigned intake partitions own.
+pub async fn table(
+    config: &Config,
+    topic: &str,
+    input_partitions: usize,
+) -> Result<Table<TokenFeedback>, RuntimeError> {
+    Table::owned(config, topic, input_partitions, |_, f: &TokenFeedback| {
         row(&f.user_id, &f.token)
     })
     .await

@@ -1,22 +1,26 @@
 //! Preference filter: joins each request with the recipient's profile (a local table of the
-//! compacted users topic, co-partitioned by user id), applies expiry, opt-outs, contact points
-//! and quiet hours, and routes what passes to dedup. It writes FILTERED, EXPIRED and DEFERRED
-//! statuses; ACCEPTED is written by dedup once the id is in its ledger (one ACCEPTED per id).
+//! compacted users topic, holding the users this instance's partitions own), applies expiry,
+//! opt-outs, contact points and quiet hours, and routes what passes on. It writes FILTERED,
+//! EXPIRED and DEFERRED statuses; ACCEPTED is written by dedup once the id is accepted.
 
 pub mod decide;
 pub mod feedback;
+pub mod forward;
 pub mod quiet;
 
 use std::time::Duration;
 
 use notify_runtime::dlq::{ErrorClass, retry};
-use notify_runtime::records::{DeliveryStatus, NotificationRequest, Outcome, UserProfile};
+use notify_runtime::records::{
+    DeliveryStatus, NotificationRequest, Outcome, RoutedNotification, TokenFeedback, UserProfile,
+};
 use notify_runtime::runner::RuntimeError;
 use notify_runtime::table::Table;
-use notify_runtime::{Output, ProcessError, Processor, RecordMeta, now_ms};
+use notify_runtime::{Emit, Metrics, Output, ProcessError, RecordMeta, Stage, now_ms};
 use serde::Deserialize;
 
 use decide::{Context, Decision, decide};
+pub use forward::Forward;
 
 pub const NAME: &str = "preferences";
 
@@ -26,6 +30,7 @@ pub struct PreferencesSettings {
     pub requests_topic: String,
     pub users_topic: String,
     pub token_feedback_topic: String,
+    /// Where routed requests go when the stage runs alone (in the chain they stay in memory).
     pub output: String,
     pub deferred_topic: String,
     /// How long a request waits for the profile table to catch up before it is retried.
@@ -50,68 +55,54 @@ pub type Settings = PreferencesSettings;
 pub struct Preferences {
     pub profiles: Table<UserProfile>,
     /// Tokens providers reported invalid, one row per user and token.
-    pub invalid_tokens: Table<notify_runtime::records::TokenFeedback>,
+    pub invalid_tokens: Table<TokenFeedback>,
     pub settings: Settings,
     pub status_topic: String,
-    /// Requests and profiles have the same partition count: load only our partitions.
-    pub co_partitioned: bool,
+    pub metrics: Metrics,
 }
 
 impl Preferences {
     fn status(&self, r: &NotificationRequest, outcome: Outcome, reason: &str) -> Output {
         Output::status(
             &self.status_topic,
-            DeliveryStatus {
-                event_id: r.event_id.clone(),
-                user_id: r.user_id.clone(),
-                channel: None,
-                recipient: None,
-                outcome,
-                reason: Some(reason.to_string()),
-                attempt: 0,
-                stage: NAME.into(),
-                at: now_ms(),
-            },
+            DeliveryStatus::of(r, NAME, outcome).with_reason(reason),
         )
+    }
+
+    fn decided(&self, decision: &str) {
+        self.metrics.decided(NAME, decision);
     }
 }
 
-impl Processor for Preferences {
-    type Input = NotificationRequest;
+impl Stage for Preferences {
+    type In = NotificationRequest;
+    type Out = RoutedNotification;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
 
     async fn process(
         &self,
         request: NotificationRequest,
-        meta: &RecordMeta,
-    ) -> Result<Vec<Output>, ProcessError> {
+        record: &RecordMeta,
+    ) -> Result<Emit<RoutedNotification>, ProcessError> {
         if let Err(reason) = request.validate() {
             return Err(ProcessError::reject(ErrorClass::Validation, reason));
         }
-        // Every profile update written before this moment must be visible to this request.
-        let timeout = Duration::from_millis(self.settings.table_sync_timeout_ms);
         // Every profile update written before this request must be visible to it.
-        let now = notify_runtime::table::since_event(meta.timestamp_ms);
-        let synced = if self.co_partitioned {
-            let (profiles, tokens) = tokio::join!(
-                self.profiles.sync_partition(meta.partition, now, timeout),
-                self.invalid_tokens
-                    .sync_partition(meta.partition, now, timeout),
-            );
-            profiles && tokens
-        } else {
-            let (profiles, tokens) = tokio::join!(
-                self.profiles.sync(now, timeout),
-                self.invalid_tokens.sync(now, timeout),
-            );
-            profiles && tokens
-        };
-        if !synced {
+        let timeout = Duration::from_millis(self.settings.table_sync_timeout_ms);
+        let since = notify_runtime::table::since_event(record.timestamp_ms);
+        let (profiles, tokens) = tokio::join!(
+            self.profiles.sync(since, timeout),
+            self.invalid_tokens.sync(since, timeout),
+        );
+        if !(profiles && tokens) {
             return Err(ProcessError::transient("profile table not caught up"));
         }
         let profile = self.profiles.get(&request.user_id);
-        let user_id = request.user_id.clone();
-        let user = user_id.as_str();
-        let not_before_ms = match meta.header(retry::NOT_BEFORE) {
+        let user = request.user_id.as_str();
+        let not_before_ms = match record.header(retry::NOT_BEFORE) {
             None => None,
             Some(v) => match v.trim().parse::<i64>() {
                 Ok(t) => Some(t),
@@ -132,15 +123,23 @@ impl Processor for Preferences {
         };
         Ok(match decide(&request, &cx) {
             Decision::Route(routed) => {
-                vec![Output::record(&self.settings.output, user, *routed)]
+                self.decided("routed");
+                Emit::next(*routed)
             }
-            Decision::Filtered(reason) => vec![self.status(&request, Outcome::Filtered, reason)],
-            Decision::Expired(reason) => vec![self.status(&request, Outcome::Expired, reason)],
+            Decision::Filtered(reason) => {
+                self.decided(reason);
+                Emit::end(vec![self.status(&request, Outcome::Filtered, reason)])
+            }
+            Decision::Expired(reason) => {
+                self.decided("expired");
+                Emit::end(vec![self.status(&request, Outcome::Expired, reason)])
+            }
             Decision::Deferred { until_ms } => {
+                self.decided("deferred");
                 let status = self.status(&request, Outcome::Deferred, decide::reason::QUIET_HOURS);
                 let mut held = Output::record(&self.settings.deferred_topic, user, request.clone());
                 // Keep the producer's headers (tracing), replace ours.
-                held.headers = meta
+                held.headers = record
                     .headers
                     .iter()
                     .filter(|(k, _)| k != retry::NOT_BEFORE && k != retry::ORIGIN_TOPIC)
@@ -148,76 +147,109 @@ impl Processor for Preferences {
                     .collect();
                 let held = held
                     .with_header(retry::NOT_BEFORE, until_ms.to_string())
-                    .with_header(retry::ORIGIN_TOPIC, meta.topic.clone());
-                vec![held, status]
+                    .with_header(retry::ORIGIN_TOPIC, record.topic.clone());
+                Emit::end(vec![held, status])
             }
         })
     }
 
+    fn output(&self, routed: RoutedNotification, _: &RecordMeta) -> Output {
+        let user = routed.request.user_id.clone();
+        Output::record(&self.settings.output, user, routed)
+    }
+
     fn assigned(&self, partitions: &[(String, i32)]) {
-        if self.co_partitioned {
-            let ps: Vec<i32> = partitions.iter().map(|(_, p)| *p).collect();
-            self.profiles.assign(&ps);
-            self.invalid_tokens.assign(&ps);
-        }
+        let owners = owners_of(partitions, &self.settings.requests_topic);
+        self.profiles.assign(&owners);
+        self.invalid_tokens.assign(&owners);
     }
 
     fn revoked(&self, partitions: &[(String, i32)]) {
-        if self.co_partitioned {
-            let ps: Vec<i32> = partitions.iter().map(|(_, p)| *p).collect();
-            self.profiles.revoke(&ps);
-            self.invalid_tokens.revoke(&ps);
-        }
+        let owners = owners_of(partitions, &self.settings.requests_topic);
+        self.profiles.revoke(&owners);
+        self.invalid_tokens.revoke(&owners);
     }
 }
 
-/// Builds the stage from `config`: the profile table and the invalid-token reader.
-pub async fn build(config: &notify_runtime::Config) -> Result<Preferences, RuntimeError> {
-    let settings: Settings = config.processor(NAME)?;
-    let profiles = Table::<UserProfile>::new(config, &settings.users_topic).await?;
-    let invalid_tokens = feedback::table(config, &settings.token_feedback_topic).await?;
-    let requests = partition_count(config, &settings.requests_topic)?;
-    let co_partitioned = requests == partition_count(config, &settings.users_topic)?
-        && requests == partition_count(config, &settings.token_feedback_topic)?;
-    if !co_partitioned {
-        tracing::warn!(
-            "{}, {} and {} differ in partitions: loading every profile on every instance",
-            settings.requests_topic,
-            settings.users_topic,
-            settings.token_feedback_topic
-        );
-        profiles.assign_all();
-        invalid_tokens.assign_all();
+/// The intake partitions among `partitions`: they own the users the table keeps.
+fn owners_of(partitions: &[(String, i32)], requests_topic: &str) -> Vec<i32> {
+    partitions
+        .iter()
+        .filter(|(t, _)| t == requests_topic)
+        .map(|(_, p)| *p)
+        .collect()
+}
+
+/// The partitions of `topic` (a table owned by them is sized from it).
+pub fn partition_count(
+    config: &notify_runtime::Config,
+    topic: &str,
+) -> Result<usize, RuntimeError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let probe: BaseConsumer = notify_runtime::kafka::client_config(config).create()?;
+    let md = probe
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| RuntimeError::Setup(format!("{topic}: {e}")))?;
+    match md.topics().first().map_or(0, |t| t.partitions().len()) {
+        0 => Err(RuntimeError::Setup(format!("topic {topic} does not exist"))),
+        n => Ok(n),
     }
+}
+
+/// Builds the stage from `config`: the profile table and the invalid-token table, each
+/// holding the users of the intake partitions assigned.
+pub async fn build(
+    config: &notify_runtime::Config,
+    metrics: &Metrics,
+) -> Result<Preferences, RuntimeError> {
+    let settings: Settings = config.processor(NAME)?;
+    let partitions = partition_count(config, &settings.requests_topic)?;
+    let profiles = Table::owned(config, &settings.users_topic, partitions, |key, _| {
+        key.to_string()
+    })
+    .await?;
+    let invalid_tokens =
+        feedback::table(config, &settings.token_feedback_topic, partitions).await?;
     Ok(Preferences {
         profiles,
         invalid_tokens,
         status_topic: config.runtime.status_topic.clone(),
-        co_partitioned,
+        metrics: metrics.clone(),
         settings,
     })
 }
 
-fn partition_count(config: &notify_runtime::Config, topic: &str) -> Result<usize, RuntimeError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let probe: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.bootstrap_servers)
-        .create()?;
-    let md = probe
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| RuntimeError::Setup(format!("{topic}: {e}")))?;
-    Ok(md.topics().first().map_or(0, |t| t.partitions().len()))
+/// The forwarding stage in front of the preference filter, for the intake topic.
+pub fn forward(
+    config: &notify_runtime::Config,
+    metrics: &Metrics,
+) -> Result<Forward, RuntimeError> {
+    let settings: Settings = config.processor(NAME)?;
+    Ok(Forward {
+        partitions: partition_count(config, &settings.requests_topic)?,
+        topic: settings.requests_topic,
+        metrics: metrics.clone(),
+    })
 }
 
-/// Runs the preference filter with `[processors.preferences]` of `config` until `shutdown`.
+/// Runs the preference filter (with forwarding) alone, until `shutdown`.
 pub async fn run(
     config: notify_runtime::Config,
     shutdown: notify_runtime::CancellationToken,
 ) -> Result<(), RuntimeError> {
-    let stage = build(&config).await?;
+    let metrics = Metrics::new(NAME);
+    let stage =
+        notify_runtime::chain!(forward(&config, &metrics)?, build(&config, &metrics).await?);
     let spec = notify_runtime::RunSpec {
         name: NAME.into(),
-        input_topics: vec![stage.settings.requests_topic.clone()],
+        input_topics: vec![stage.second.settings.requests_topic.clone()],
     };
-    notify_runtime::run(stage, spec, config, shutdown).await
+    notify_runtime::run(
+        notify_runtime::StageProcessor(stage),
+        spec,
+        config,
+        metrics,
+        shutdown,
+    )
+    .await
 }

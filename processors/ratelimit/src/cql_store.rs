@@ -1,19 +1,26 @@
 //! Rate-limit state in CQL (`{keyspace}.ratelimit_sends`, migration 0003): one row per
-//! accepted send, TTL = the scope's longest window, so nothing needs cleaning up.
+//! accepted send, TTL = the scope's longest window, so nothing needs cleaning up. Sends are
+//! written in batches with other records' (group commit): plain, idempotent writes by the
+//! owner of the user's partition.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use notify_runtime::Metrics;
+use notify_runtime::cql::{BatchSettings, BatchWriter};
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
 
 use crate::store::{RateStore, Sent, StoreError};
 
+type Row = (String, String, String, CqlTimestamp, i32);
+
 pub struct CqlStore {
     session: Arc<Session>,
     select: PreparedStatement,
-    insert: PreparedStatement,
+    writer: BatchWriter<Row>,
+    metrics: Metrics,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -27,6 +34,7 @@ impl CqlStore {
         session: Arc<Session>,
         keyspace: &str,
         timeout: Duration,
+        metrics: &Metrics,
     ) -> Result<CqlStore, StoreError> {
         let mut select = session
             .prepare(format!(
@@ -46,16 +54,26 @@ impl CqlStore {
         insert.set_request_timeout(Some(timeout));
         // Keyed by event id: writing it twice leaves one row.
         insert.set_is_idempotent(true);
+        let batch = BatchSettings {
+            timeout,
+            ..BatchSettings::default()
+        };
+        let writer = BatchWriter::new(session.clone(), insert, "ratelimit_sends", batch, metrics);
         Ok(CqlStore {
             session,
             select,
-            insert,
+            writer,
+            metrics: metrics.clone(),
         })
     }
 }
 
 impl RateStore for CqlStore {
     async fn sent(&self, user_id: &str, scope: &str) -> Result<Vec<Sent>, StoreError> {
+        self.metrics
+            .cql_statements
+            .with_label_values(&["read"])
+            .inc();
         let result = self
             .session
             .execute_unpaged(&self.select, (user_id, scope))
@@ -84,19 +102,15 @@ impl RateStore for CqlStore {
         ttl_secs: u64,
     ) -> Result<(), StoreError> {
         let ttl = i32::try_from(ttl_secs.max(1)).unwrap_or(i32::MAX);
-        self.session
-            .execute_unpaged(
-                &self.insert,
-                (
-                    user_id,
-                    scope,
-                    sent.event_id.as_str(),
-                    CqlTimestamp(sent.at_ms),
-                    ttl,
-                ),
-            )
+        self.writer
+            .write((
+                user_id.to_string(),
+                scope.to_string(),
+                sent.event_id.clone(),
+                CqlTimestamp(sent.at_ms),
+                ttl,
+            ))
             .await
-            .map_err(unavailable)?;
-        Ok(())
+            .map_err(unavailable)
     }
 }

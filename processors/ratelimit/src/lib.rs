@@ -15,7 +15,6 @@ mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify_runtime::records::Channel;
 use notify_runtime::runner::RuntimeError;
 use serde::Deserialize;
 
@@ -61,6 +60,7 @@ pub fn processor<S: RateStore>(
     store: S,
     settings: &Settings,
     config: &notify_runtime::Config,
+    metrics: &notify_runtime::Metrics,
 ) -> RateLimitProcessor<S> {
     RateLimitProcessor {
         limiter: Limiter {
@@ -69,23 +69,30 @@ pub fn processor<S: RateStore>(
         },
         output: settings.output.clone(),
         status_topic: config.runtime.status_topic.clone(),
-        decisions: Default::default(),
+        decisions: processor::decisions_counter(metrics),
     }
 }
 
-/// Runs the stage with `[processors.ratelimit]` of `config` until `shutdown`.
-pub async fn run(
-    config: notify_runtime::Config,
-    shutdown: notify_runtime::CancellationToken,
-) -> Result<(), RuntimeError> {
+/// Checks the rules of `[processors.ratelimit]` (what start-up refuses).
+pub fn check(settings: &Settings) -> Result<(), notify_runtime::config::ConfigError> {
+    validate(&settings.rules).map_err(|errors| {
+        notify_runtime::config::ConfigError::Invalid(
+            errors
+                .into_iter()
+                .map(|e| format!("processors.{NAME}.{e}"))
+                .collect(),
+        )
+    })
+}
+
+/// Builds the stage from `config`: the CQL store of windows behind the cache of the users
+/// this instance's partitions own.
+pub async fn build(
+    config: &notify_runtime::Config,
+    metrics: &notify_runtime::Metrics,
+) -> Result<RateLimitProcessor<CachedStore<CqlStore>>, RuntimeError> {
     let settings: Settings = config.processor(NAME)?;
-    if let Err(errors) = validate(&settings.rules) {
-        let errors = errors
-            .into_iter()
-            .map(|e| format!("processors.{NAME}.{e}"))
-            .collect();
-        return Err(notify_runtime::config::ConfigError::Invalid(errors).into());
-    }
+    check(&settings)?;
     let session = notify_runtime::cql::connect(&config.cql)
         .await
         .map_err(|e| RuntimeError::Setup(e.to_string()))?;
@@ -93,30 +100,41 @@ pub async fn run(
         Arc::new(session),
         &config.cql.keyspace,
         Duration::from_millis(settings.cql_timeout_ms),
+        metrics,
     )
     .await
     .map_err(|e| RuntimeError::Setup(e.to_string()))?;
     let store = CachedStore::new(store, settings.cache_windows);
+    Ok(processor(store, &settings, config, metrics))
+}
+
+/// Lanes the stage runs with when it is alone in a process: a window is read once per user,
+/// then each pass is one batched write to wait for.
+pub const LANES: usize = 64;
+
+/// Runs the stage with `[processors.ratelimit]` of `config` until `shutdown`.
+pub async fn run(
+    config: notify_runtime::Config,
+    shutdown: notify_runtime::CancellationToken,
+) -> Result<(), RuntimeError> {
+    let settings: Settings = config.processor(NAME)?;
+    let mut config = config;
+    if config.runtime.lanes < LANES {
+        config.runtime.lanes = LANES;
+        config.runtime.max_in_flight = config.runtime.max_in_flight.max(LANES * 8);
+    }
+    let metrics = notify_runtime::Metrics::new(NAME);
+    let stage = build(&config, &metrics).await?;
     let spec = notify_runtime::RunSpec {
         name: NAME.into(),
         input_topics: vec![settings.input.clone()],
     };
-    let processor = processor(store, &settings, &config);
-    let decisions = processor.decisions.clone();
-    let running = notify_runtime::start(processor, spec, config, shutdown).await?;
-    let counter = running.metrics.counter_vec(
-        "decisions_total",
-        "Channels of a request passed, limited, or bypassed (CRITICAL)",
-        &["channel", "decision"],
-    );
-    for channel in Channel::ALL {
-        for decision in ["passed", "limited", "bypassed"] {
-            counter.with_label_values(&[channel.as_str(), decision]);
-        }
-    }
-    let _ = decisions.set(counter);
-    running
-        .done
-        .await
-        .map_err(|e| RuntimeError::Setup(format!("consume loop panicked: {e}")))?
+    notify_runtime::run(
+        notify_runtime::StageProcessor(stage),
+        spec,
+        config,
+        metrics,
+        shutdown,
+    )
+    .await
 }

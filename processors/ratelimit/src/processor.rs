@@ -2,12 +2,11 @@
 //! RATE_LIMITED for each; CRITICAL passes untouched and is not counted.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, OnceLock};
 
 use notify_runtime::records::{
     Channel, DeliveryStatus, NotificationRequest, Outcome, Priority, RoutedNotification,
 };
-use notify_runtime::{Output, ProcessError, Processor, RecordMeta, now_ms};
+use notify_runtime::{Emit, Output, ProcessError, RecordMeta, Stage, now_ms};
 use prometheus::IntCounterVec;
 
 use crate::NAME;
@@ -18,15 +17,30 @@ pub struct RateLimitProcessor<S> {
     pub limiter: Limiter<S>,
     pub output: String,
     pub status_topic: String,
-    /// `notify_ratelimit_decisions_total{channel, decision}`, set once the runtime has started.
-    pub decisions: Arc<OnceLock<IntCounterVec>>,
+    /// `notify_ratelimit_decisions_total{channel, decision}`.
+    pub decisions: IntCounterVec,
+}
+
+/// The counter of decisions, registered with the processor's metrics.
+pub fn decisions_counter(metrics: &notify_runtime::Metrics) -> IntCounterVec {
+    let counter = metrics.counter_vec(
+        "notify_ratelimit_decisions_total",
+        "Channels of a request passed, limited, or bypassed (CRITICAL)",
+        &["channel", "decision"],
+    );
+    for channel in Channel::ALL {
+        for decision in ["passed", "limited", "bypassed"] {
+            counter.with_label_values(&[channel.as_str(), decision]);
+        }
+    }
+    counter
 }
 
 impl<S> RateLimitProcessor<S> {
     fn count(&self, channel: Channel, decision: &str) {
-        if let Some(c) = self.decisions.get() {
-            c.with_label_values(&[channel.as_str(), decision]).inc();
-        }
+        self.decisions
+            .with_label_values(&[channel.as_str(), decision])
+            .inc();
     }
 }
 
@@ -36,21 +50,18 @@ fn status(
     outcome: Outcome,
     reason: String,
 ) -> DeliveryStatus {
-    DeliveryStatus {
-        event_id: request.event_id.clone(),
-        user_id: request.user_id.clone(),
-        channel: channel.map(|c| c.as_str().to_string()),
-        recipient: None,
-        outcome,
-        reason: Some(reason),
-        attempt: 0,
-        stage: NAME.into(),
-        at: now_ms(),
-    }
+    let mut s = DeliveryStatus::of(request, NAME, outcome).with_reason(reason);
+    s.channel = channel.map(|c| c.as_str().to_string());
+    s
 }
 
-impl<S: RateStore> Processor for RateLimitProcessor<S> {
-    type Input = RoutedNotification;
+impl<S: RateStore> Stage for RateLimitProcessor<S> {
+    type In = RoutedNotification;
+    type Out = RoutedNotification;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
 
     fn assigned(&self, _partitions: &[(String, i32)]) {
         self.limiter.store.rebalanced();
@@ -63,13 +74,9 @@ impl<S: RateStore> Processor for RateLimitProcessor<S> {
     async fn process(
         &self,
         mut routed: RoutedNotification,
-        meta: &RecordMeta,
-    ) -> Result<Vec<Output>, ProcessError> {
+        _: &RecordMeta,
+    ) -> Result<Emit<RoutedNotification>, ProcessError> {
         let now = now_ms();
-        let key = meta
-            .key
-            .clone()
-            .unwrap_or_else(|| routed.request.user_id.clone());
         if routed.request.is_expired(now) {
             let s = status(
                 &routed.request,
@@ -77,16 +84,14 @@ impl<S: RateStore> Processor for RateLimitProcessor<S> {
                 Outcome::Expired,
                 "expired before rate limiting".into(),
             );
-            return Ok(vec![Output::status(&self.status_topic, s)]);
+            return Ok(Emit::end(vec![Output::status(&self.status_topic, s)]));
         }
         if routed.request.priority == Priority::Critical {
             for r in &routed.rendered {
                 self.count(r.channel, "bypassed");
             }
-            return Ok(vec![Output::record(&self.output, key, routed)]);
+            return Ok(Emit::next(routed));
         }
-        let mut outputs = Vec::new();
-        let mut limited = BTreeSet::new();
         let channels: BTreeSet<Channel> = routed.rendered.iter().map(|r| r.channel).collect();
         if channels.is_empty() {
             let s = status(
@@ -95,8 +100,10 @@ impl<S: RateStore> Processor for RateLimitProcessor<S> {
                 Outcome::Filtered,
                 "nothing rendered to send".into(),
             );
-            return Ok(vec![Output::status(&self.status_topic, s)]);
+            return Ok(Emit::end(vec![Output::status(&self.status_topic, s)]));
         }
+        let mut side = Vec::new();
+        let mut limited = BTreeSet::new();
         for channel in channels {
             let request = &routed.request;
             let verdict = self
@@ -119,7 +126,7 @@ impl<S: RateStore> Processor for RateLimitProcessor<S> {
                     Outcome::RateLimited,
                     rule.describe(),
                 );
-                outputs.push(Output::status(&self.status_topic, s));
+                side.push(Output::status(&self.status_topic, s));
             } else {
                 self.count(channel, "passed");
             }
@@ -128,10 +135,21 @@ impl<S: RateStore> Processor for RateLimitProcessor<S> {
         routed
             .targets
             .retain(|t| !limited.contains(&t.channel.requested_as()));
-        if !routed.rendered.is_empty() {
-            outputs.push(Output::record(&self.output, key, routed));
-        }
-        Ok(outputs)
+        let next = if routed.rendered.is_empty() {
+            Vec::new()
+        } else {
+            vec![routed]
+        };
+        Ok(Emit {
+            next,
+            side,
+            dead_letter: None,
+        })
+    }
+
+    fn output(&self, routed: RoutedNotification, _: &RecordMeta) -> Output {
+        let user = routed.request.user_id.clone();
+        Output::record(&self.output, user, routed)
     }
 }
 

@@ -5,6 +5,7 @@ use notify_runtime::records::{DeliveryChannel, Rendered, Target};
 use super::*;
 use crate::rules::Rule;
 use crate::store::MemoryStore;
+use notify_runtime::{Processor, StageProcessor};
 
 fn routed(event_id: &str, priority: Priority) -> RoutedNotification {
     RoutedNotification {
@@ -54,12 +55,18 @@ fn meta() -> RecordMeta {
         key: Some("u1".into()),
         timestamp_ms: None,
         headers: vec![],
+        ..RecordMeta::default()
     }
 }
 
 #[tokio::test]
 async fn over_limit_channels_are_removed_and_critical_passes() {
-    let p = RateLimitProcessor {
+    let counter = prometheus::IntCounterVec::new(
+        prometheus::Opts::new("decisions", "test"),
+        &["channel", "decision"],
+    )
+    .unwrap();
+    let p = StageProcessor(RateLimitProcessor {
         limiter: Limiter {
             store: MemoryStore::default(),
             rules: vec![Rule {
@@ -71,14 +78,8 @@ async fn over_limit_channels_are_removed_and_critical_passes() {
         },
         output: "out".into(),
         status_topic: "status".into(),
-        decisions: Default::default(),
-    };
-    let counter = prometheus::IntCounterVec::new(
-        prometheus::Opts::new("decisions", "test"),
-        &["channel", "decision"],
-    )
-    .unwrap();
-    let _ = p.decisions.set(counter.clone());
+        decisions: counter.clone(),
+    });
     let first = p
         .process(routed("e1", Priority::Normal), &meta())
         .await

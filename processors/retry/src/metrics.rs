@@ -28,31 +28,31 @@ impl RetryMetrics {
     pub fn new(settings: &RetrySettings) -> RetryMetrics {
         let base = Metrics::new(crate::NAME);
         let retries = base.counter_vec(
-            "retries_total",
+            "notify_retry_scheduled_total",
             "Records returned to their origin topic after waiting, per ladder step",
             &["step"],
         );
         let moved = base.counter_vec(
-            "moved_total",
+            "notify_retry_moved_total",
             "Records moved to a later ladder step (attempt count or Retry-After)",
             &["step"],
         );
         let expired = base.counter_vec(
-            "expired_total",
+            "notify_retry_expired_total",
             "Records dropped with status EXPIRED instead of being retried",
             &["step"],
         );
         let wait = base.histogram_vec(
-            "wait_duration_seconds",
+            "notify_retry_wait_seconds",
             "Failure (or not-before) to return, per ladder step",
             &["step"],
         );
         let pauses = base.counter_vec(
-            "partition_pauses_total",
+            "notify_retry_partition_pauses_total",
             "Partitions paused because they hold the most records allowed in memory",
             &["topic"],
         );
-        let held = IntGauge::new(base.name("held_records"), "Records waiting in memory")
+        let held = IntGauge::new("notify_retry_held_records", "Records waiting in memory")
             .expect("valid metric");
         base.registry
             .register(Box::new(held.clone()))
@@ -68,7 +68,8 @@ impl RetryMetrics {
             expired.with_label_values(&[label]);
         }
         for class in notify_runtime::dlq::ErrorClass::ALL {
-            base.dead_letters.with_label_values(&[class.as_str()]);
+            base.dead_letters
+                .with_label_values(&[crate::NAME, class.as_str()]);
         }
         for topic in settings.input_topics() {
             base.records_consumed.with_label_values(&[topic.as_str()]);

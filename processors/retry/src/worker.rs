@@ -188,7 +188,7 @@ impl Worker {
         let begun = self
             .tracker
             .lock()
-            .map(|mut t| t.begin(msg.topic(), msg.partition(), msg.offset()))
+            .map(|mut t| t.begin_current(msg.topic(), msg.partition(), msg.offset()))
             .unwrap_or(false);
         if !begun {
             return Ok(());

@@ -14,14 +14,14 @@ mod source;
 
 use std::time::Duration;
 
-use notify_runtime::records::{Channel, Template};
+use notify_runtime::records::Template;
 use notify_runtime::runner::RuntimeError;
 use notify_runtime::table::Table;
 use serde::Deserialize;
 
 pub use error::RenderError;
 pub use limits::{Limits, push_payload_bytes};
-pub use processor::{RenderOutcome, TemplatesProcessor, status, wanted_channels};
+pub use processor::{RenderOutcome, TemplatesProcessor, renders_counter, status, wanted_channels};
 pub use render::{Renderer, Vars};
 pub use source::{MemoryTemplates, TemplateSource, find, locale_chain};
 
@@ -56,11 +56,12 @@ impl Default for TemplatesSettings {
 
 pub type Settings = TemplatesSettings;
 
-/// The processor over a template source, configured from `settings`.
+/// The stage over a template source, configured from `settings`.
 pub fn processor<S: TemplateSource>(
     source: S,
     settings: &Settings,
     config: &notify_runtime::Config,
+    metrics: &notify_runtime::Metrics,
 ) -> TemplatesProcessor<S> {
     TemplatesProcessor {
         source,
@@ -70,8 +71,18 @@ pub fn processor<S: TemplateSource>(
         output: settings.output.clone(),
         status_topic: config.runtime.status_topic.clone(),
         sync_timeout: Duration::from_millis(settings.sync_timeout_ms),
-        renders: Default::default(),
+        renders: processor::renders_counter(metrics),
     }
+}
+
+/// Builds the stage from `config`: the template table (every partition).
+pub async fn build(
+    config: &notify_runtime::Config,
+    metrics: &notify_runtime::Metrics,
+) -> Result<TemplatesProcessor<Table<Template>>, RuntimeError> {
+    let settings: Settings = config.processor(NAME)?;
+    let table: Table<Template> = Table::global(config, &settings.templates_topic).await?;
+    Ok(processor(table, &settings, config, metrics))
 }
 
 /// Runs the stage with `[processors.templates]` of `config` until `shutdown`.
@@ -80,28 +91,18 @@ pub async fn run(
     shutdown: notify_runtime::CancellationToken,
 ) -> Result<(), RuntimeError> {
     let settings: Settings = config.processor(NAME)?;
-    let table: Table<Template> = Table::new(&config, &settings.templates_topic).await?;
-    table.assign_all();
+    let metrics = notify_runtime::Metrics::new(NAME);
+    let stage = build(&config, &metrics).await?;
     let spec = notify_runtime::RunSpec {
         name: NAME.into(),
         input_topics: vec![settings.input.clone()],
     };
-    let processor = processor(table, &settings, &config);
-    let renders = processor.renders.clone();
-    let running = notify_runtime::start(processor, spec, config, shutdown).await?;
-    let counter = running.metrics.counter_vec(
-        "renders_total",
-        "Channels rendered or failed (missing template, locale or variable, over a limit)",
-        &["channel", "outcome"],
-    );
-    for channel in Channel::ALL {
-        for outcome in ["rendered", "failed"] {
-            counter.with_label_values(&[channel.as_str(), outcome]);
-        }
-    }
-    let _ = renders.set(counter);
-    running
-        .done
-        .await
-        .map_err(|e| RuntimeError::Setup(format!("consume loop panicked: {e}")))?
+    notify_runtime::run(
+        notify_runtime::StageProcessor(stage),
+        spec,
+        config,
+        metrics,
+        shutdown,
+    )
+    .await
 }

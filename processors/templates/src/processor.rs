@@ -6,14 +6,14 @@
 //! a missing SMS translation must not hold back a security push.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use notify_runtime::dlq::ErrorClass;
 use notify_runtime::records::{
     Channel, DeliveryStatus, NotificationRequest, Outcome, RoutedNotification,
 };
-use notify_runtime::{Output, ProcessError, Processor, RecordMeta, now_ms};
+use notify_runtime::stage::DeadLetterReason;
+use notify_runtime::{Emit, Output, ProcessError, RecordMeta, Stage, now_ms};
 use prometheus::IntCounterVec;
 
 use crate::NAME;
@@ -31,8 +31,23 @@ pub struct TemplatesProcessor<S> {
     pub status_topic: String,
     /// How long a record waits for the template table to catch up before it is retried.
     pub sync_timeout: Duration,
-    /// `notify_templates_renders_total{channel, outcome}`, set once the runtime has started.
-    pub renders: Arc<OnceLock<IntCounterVec>>,
+    /// `notify_template_renders_total{channel, outcome}`.
+    pub renders: IntCounterVec,
+}
+
+/// The counter of renders, registered with the processor's metrics.
+pub fn renders_counter(metrics: &notify_runtime::Metrics) -> IntCounterVec {
+    let counter = metrics.counter_vec(
+        "notify_template_renders_total",
+        "Channels rendered or failed (missing template, locale or variable, over a limit)",
+        &["channel", "outcome"],
+    );
+    for channel in Channel::ALL {
+        for outcome in ["rendered", "failed"] {
+            counter.with_label_values(&[channel.as_str(), outcome]);
+        }
+    }
+    counter
 }
 
 /// The channels to render: those asked for (all when none are) that have a target.
@@ -56,17 +71,10 @@ pub fn status(
     outcome: Outcome,
     reason: Option<String>,
 ) -> DeliveryStatus {
-    DeliveryStatus {
-        event_id: request.event_id.clone(),
-        user_id: request.user_id.clone(),
-        channel: channel.map(|c| c.as_str().to_string()),
-        recipient: None,
-        outcome,
-        reason,
-        attempt: 0,
-        stage: NAME.into(),
-        at: now_ms(),
-    }
+    let mut s = DeliveryStatus::of(request, NAME, outcome);
+    s.channel = channel.map(|c| c.as_str().to_string());
+    s.reason = reason;
+    s
 }
 
 impl<S: TemplateSource> TemplatesProcessor<S> {
@@ -111,14 +119,19 @@ pub struct RenderOutcome {
     pub failed: Vec<(Channel, RenderError)>,
 }
 
-impl<S: TemplateSource> Processor for TemplatesProcessor<S> {
-    type Input = RoutedNotification;
+impl<S: TemplateSource> Stage for TemplatesProcessor<S> {
+    type In = RoutedNotification;
+    type Out = RoutedNotification;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
 
     async fn process(
         &self,
         mut routed: RoutedNotification,
-        meta: &RecordMeta,
-    ) -> Result<Vec<Output>, ProcessError> {
+        record: &RecordMeta,
+    ) -> Result<Emit<RoutedNotification>, ProcessError> {
         let request = &routed.request;
         if request.is_expired(now_ms()) {
             let s = status(
@@ -127,13 +140,13 @@ impl<S: TemplateSource> Processor for TemplatesProcessor<S> {
                 Outcome::Expired,
                 Some("expired before rendering".into()),
             );
-            return Ok(vec![Output::status(&self.status_topic, s)]);
+            return Ok(Emit::end(vec![Output::status(&self.status_topic, s)]));
         }
         // Every template update written before this request must be visible to it.
         if !self
             .source
             .caught_up(
-                notify_runtime::table::since_event(meta.timestamp_ms),
+                notify_runtime::table::since_event(record.timestamp_ms),
                 self.sync_timeout,
             )
             .await
@@ -141,15 +154,16 @@ impl<S: TemplateSource> Processor for TemplatesProcessor<S> {
             return Err(ProcessError::transient("template table is not caught up"));
         }
         let outcome = self.render_all(&routed);
-        if let Some(c) = self.renders.get() {
-            for r in &outcome.rendered {
-                c.with_label_values(&[r.channel.as_str(), "rendered"]).inc();
-            }
-            for (channel, _) in &outcome.failed {
-                c.with_label_values(&[channel.as_str(), "failed"]).inc();
-            }
+        for r in &outcome.rendered {
+            self.renders
+                .with_label_values(&[r.channel.as_str(), "rendered"])
+                .inc();
         }
-        let mut outputs = Vec::new();
+        for (channel, _) in &outcome.failed {
+            self.renders
+                .with_label_values(&[channel.as_str(), "failed"])
+                .inc();
+        }
         if outcome.rendered.is_empty() && outcome.failed.is_empty() {
             let s = status(
                 request,
@@ -157,8 +171,9 @@ impl<S: TemplateSource> Processor for TemplatesProcessor<S> {
                 Outcome::Filtered,
                 Some("no contact point for the requested channels".into()),
             );
-            return Ok(vec![Output::status(&self.status_topic, s)]);
+            return Ok(Emit::end(vec![Output::status(&self.status_topic, s)]));
         }
+        let mut side = Vec::new();
         for (channel, e) in &outcome.failed {
             let s = status(
                 request,
@@ -166,14 +181,19 @@ impl<S: TemplateSource> Processor for TemplatesProcessor<S> {
                 Outcome::RenderFailed,
                 Some(e.to_string()),
             );
-            outputs.push(Output::status(&self.status_topic, s));
+            side.push(Output::status(&self.status_topic, s));
         }
-        let reason = outcome
-            .failed
-            .iter()
-            .map(|(c, e)| format!("{}: {e}", c.as_str()))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let dead_letter = (!outcome.failed.is_empty()).then(|| DeadLetterReason {
+            stage: NAME,
+            class: ErrorClass::Render,
+            reason: outcome
+                .failed
+                .iter()
+                .map(|(c, e)| format!("{}: {e}", c.as_str()))
+                .collect::<Vec<_>>()
+                .join("; "),
+        });
+        let mut next = Vec::new();
         if !outcome.rendered.is_empty() {
             // Only the targets of rendered channels go on.
             let ok: BTreeSet<Channel> = outcome.rendered.iter().map(|r| r.channel).collect();
@@ -181,21 +201,18 @@ impl<S: TemplateSource> Processor for TemplatesProcessor<S> {
                 .targets
                 .retain(|t| ok.contains(&t.channel.requested_as()));
             routed.rendered = outcome.rendered;
-            let key = meta
-                .key
-                .clone()
-                .unwrap_or_else(|| routed.request.user_id.clone());
-            outputs.push(Output::record(&self.output, key, routed));
+            next.push(routed);
         }
-        if outcome.failed.is_empty() {
-            Ok(outputs)
-        } else {
-            Err(ProcessError::Reject {
-                class: ErrorClass::Render,
-                reason,
-                outputs,
-            })
-        }
+        Ok(Emit {
+            next,
+            side,
+            dead_letter,
+        })
+    }
+
+    fn output(&self, routed: RoutedNotification, _: &RecordMeta) -> Output {
+        let user = routed.request.user_id.clone();
+        Output::record(&self.output, user, routed)
     }
 }
 

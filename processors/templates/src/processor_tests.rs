@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use notify_runtime::records::{DeliveryChannel, Priority, Target, Template};
-use notify_runtime::{Processor, RecordMeta};
+use notify_runtime::{Metrics, Processor, RecordMeta, StageProcessor};
 
 use super::*;
 use crate::source::MemoryTemplates;
@@ -57,11 +57,12 @@ fn meta() -> RecordMeta {
         key: Some("u1".into()),
         timestamp_ms: None,
         headers: vec![],
+        ..RecordMeta::default()
     }
 }
 
-fn processor(templates: Vec<Template>) -> TemplatesProcessor<MemoryTemplates> {
-    TemplatesProcessor {
+fn processor(templates: Vec<Template>) -> StageProcessor<TemplatesProcessor<MemoryTemplates>> {
+    StageProcessor(TemplatesProcessor {
         source: MemoryTemplates::new(templates),
         renderer: Renderer::new(),
         limits: Limits::default(),
@@ -69,8 +70,8 @@ fn processor(templates: Vec<Template>) -> TemplatesProcessor<MemoryTemplates> {
         output: "out".into(),
         status_topic: "status".into(),
         sync_timeout: Duration::from_secs(1),
-        renders: Default::default(),
-    }
+        renders: renders_counter(&Metrics::new("test")),
+    })
 }
 
 #[test]
@@ -117,11 +118,13 @@ async fn a_failed_channel_is_dead_lettered_and_the_others_go_on() {
         class,
         reason,
         outputs,
+        stage,
     } = err
     else {
         panic!("not a reject");
     };
     assert_eq!(class, ErrorClass::Render);
+    assert_eq!(stage, Some("templates"));
     assert!(
         reason.starts_with("SMS: no template invoice_due/SMS"),
         "{reason}"
@@ -184,10 +187,10 @@ impl TemplateSource for Lagging {
     }
 }
 
-fn lagging(can_catch_up: bool) -> TemplatesProcessor<Lagging> {
+fn lagging(can_catch_up: bool) -> StageProcessor<TemplatesProcessor<Lagging>> {
     let old = template(Channel::Sms, "en", None, "old {{ amount }}");
     let new = template(Channel::Sms, "en", None, "new {{ amount }}");
-    TemplatesProcessor {
+    StageProcessor(TemplatesProcessor {
         source: Lagging {
             visible: MemoryTemplates::new([old]),
             pending: std::sync::Mutex::new(vec![new]),
@@ -199,8 +202,8 @@ fn lagging(can_catch_up: bool) -> TemplatesProcessor<Lagging> {
         output: "out".into(),
         status_topic: "status".into(),
         sync_timeout: Duration::from_secs(1),
-        renders: Default::default(),
-    }
+        renders: renders_counter(&Metrics::new("test")),
+    })
 }
 
 #[tokio::test]

@@ -44,7 +44,11 @@ impl Worker {
                     Some(class) => return Decoded::Poison(class, e.to_string()),
                     None => {
                         self.health.set_degraded(true);
-                        self.metrics.base.transient_errors.inc();
+                        self.metrics
+                            .base
+                            .transient_errors
+                            .with_label_values(&[crate::NAME])
+                            .inc();
                         tracing::warn!(error = %e, "registry unavailable; holding the record");
                         tokio::select! {
                             _ = self.shutdown.cancelled() => return Decoded::ShuttingDown,
@@ -78,7 +82,11 @@ impl Worker {
                     }));
                 }
                 Err(e) if e.is_retriable() => {
-                    self.metrics.base.transient_errors.inc();
+                    self.metrics
+                        .base
+                        .transient_errors
+                        .with_label_values(&[crate::NAME])
+                        .inc();
                     tracing::warn!(error = %e, "registry unavailable while encoding; retrying");
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return Err("shutdown while encoding".into()),
@@ -165,7 +173,7 @@ impl Worker {
             .tracker
             .lock()
             .ok()
-            .and_then(|mut t| t.complete(&topic, partition, offset));
+            .and_then(|mut t| t.complete_current(&topic, partition, offset));
         if let Some(next) = next {
             let mut tpl = TopicPartitionList::new();
             let stored = tpl

@@ -11,31 +11,46 @@ use scylla::client::session_builder::SessionBuilder;
 
 use crate::config::{CqlConfig, is_cql_identifier};
 
+mod batch;
+pub use batch::{BatchSettings, BatchWriter};
+
 /// Every migration, in the order it is applied. `{keyspace}` is replaced by the configured one.
 pub const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0001_migrations.cql",
-        include_str!("../../schemas/cql/0001_migrations.cql"),
+        include_str!("../../../schemas/cql/0001_migrations.cql"),
     ),
     (
         "0002_dedup.cql",
-        include_str!("../../schemas/cql/0002_dedup.cql"),
+        include_str!("../../../schemas/cql/0002_dedup.cql"),
     ),
     (
         "0003_ratelimit.cql",
-        include_str!("../../schemas/cql/0003_ratelimit.cql"),
+        include_str!("../../../schemas/cql/0003_ratelimit.cql"),
     ),
     (
         "0004_delivery.cql",
-        include_str!("../../schemas/cql/0004_delivery.cql"),
+        include_str!("../../../schemas/cql/0004_delivery.cql"),
     ),
     (
         "0005_dedup_claims.cql",
-        include_str!("../../schemas/cql/0005_dedup_claims.cql"),
+        include_str!("../../../schemas/cql/0005_dedup_claims.cql"),
     ),
     (
         "0006_delivery_final.cql",
-        include_str!("../../schemas/cql/0006_delivery_final.cql"),
+        include_str!("../../../schemas/cql/0006_delivery_final.cql"),
+    ),
+    (
+        "0007_delivery_messages.cql",
+        include_str!("../../../schemas/cql/0007_delivery_messages.cql"),
+    ),
+    (
+        "0008_dedup_accepted.cql",
+        include_str!("../../../schemas/cql/0008_dedup_accepted.cql"),
+    ),
+    (
+        "0009_partition_owners.cql",
+        include_str!("../../../schemas/cql/0009_partition_owners.cql"),
     ),
 ];
 

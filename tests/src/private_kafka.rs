@@ -1,0 +1,95 @@
+//! A Kafka broker of the test's own (dev/stack.sh on free ports in a temporary directory), so a
+//! test can kill and restart the broker without touching the shared one on 19092.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::repo_root;
+
+pub struct PrivateKafka {
+    dir: PathBuf,
+    pub port: u16,
+    controller_port: u16,
+}
+
+fn free_port() -> u16 {
+    notify_runtime::http::unused_loopback_port().expect("a free port")
+}
+
+impl PrivateKafka {
+    /// Starts a single KRaft broker and waits until it accepts connections (a few seconds).
+    pub fn start(name: &str) -> PrivateKafka {
+        let dir = std::env::temp_dir().join(format!(
+            "notify-kafka-{name}-{}",
+            rand::random::<u32>() % 1_000_000
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let kafka = PrivateKafka {
+            dir,
+            port: free_port(),
+            controller_port: free_port(),
+        };
+        kafka.up();
+        kafka
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker again on the same log directory (after [`kill`](Self::kill)).
+    pub fn up(&self) {
+        let ok = Command::new(repo_root().join("dev/stack.sh"))
+            .args(["up", "kafka"])
+            .env("NOTIFY_RUN_DIR", &self.dir)
+            .env("NOTIFY_KAFKA_PORT", self.port.to_string())
+            .env(
+                "NOTIFY_KAFKA_CONTROLLER_PORT",
+                self.controller_port.to_string(),
+            )
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "private Kafka did not start (see {:?})", self.dir);
+    }
+
+    fn pid(&self) -> String {
+        std::fs::read_to_string(self.dir.join("kafka.pid"))
+            .expect("pid file")
+            .trim()
+            .to_string()
+    }
+
+    /// SIGKILL: no clean shutdown, no flush of what the broker had not written.
+    pub fn kill(&self) {
+        let pid = self.pid();
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        for _ in 0..100 {
+            let alive = Command::new("kill")
+                .args(["-0", &pid])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !alive {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = std::fs::remove_file(self.dir.join("kafka.pid"));
+    }
+
+    /// SIGTERM and wait: a clean restart's first half.
+    pub fn stop(&self) {
+        let _ = Command::new(repo_root().join("dev/stack.sh"))
+            .arg("down")
+            .env("NOTIFY_RUN_DIR", &self.dir)
+            .status();
+    }
+}
+
+impl Drop for PrivateKafka {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
