@@ -37,6 +37,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0006_delivery_final.cql",
         include_str!("../../schemas/cql/0006_delivery_final.cql"),
     ),
+    (
+        "0007_delivery_messages.cql",
+        include_str!("../../schemas/cql/0007_delivery_messages.cql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
