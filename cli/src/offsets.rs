@@ -126,25 +126,25 @@ pub fn describe(consumer: &BaseConsumer, group: &str) -> anyhow::Result<(String,
 /// Committed offsets of the group (whose id the consumer carries) on `topics`, or on every
 /// topic it has offsets for when none are named.
 fn positions(consumer: &BaseConsumer, topics: &[String]) -> anyhow::Result<Vec<PartitionOffsets>> {
-    let names: Vec<String> = if topics.is_empty() {
-        let metadata = consumer.fetch_metadata(None, TIMEOUT)?;
-        metadata
-            .topics()
-            .iter()
-            .map(|t| t.name().to_string())
-            .filter(|n| !n.starts_with("__"))
-            .collect()
-    } else {
-        topics.to_vec()
-    };
+    // One metadata request names every partition; watermarks are then asked only for the
+    // partitions shown (a shared cluster has many topics this group never read).
+    let metadata = consumer.fetch_metadata(None, TIMEOUT)?;
     let mut tpl = TopicPartitionList::new();
-    let mut marks = BTreeMap::new();
-    for topic in &names {
-        let partitions = scan::partitions(consumer, topic)?;
-        for (p, m) in scan::watermarks(consumer, topic, &partitions)? {
-            tpl.add_partition(topic, p);
-            marks.insert((topic.clone(), p), m);
+    for t in metadata.topics() {
+        let wanted = if topics.is_empty() {
+            !t.name().starts_with("__")
+        } else {
+            topics.iter().any(|n| n == t.name())
+        };
+        for p in t.partitions().iter().filter(|_| wanted) {
+            tpl.add_partition(t.name(), p.id());
         }
+    }
+    for topic in topics {
+        anyhow::ensure!(
+            metadata.topics().iter().any(|t| t.name() == topic),
+            "topic {topic} does not exist"
+        );
     }
     let committed = consumer.committed_offsets(tpl, TIMEOUT)?;
     let mut out = Vec::new();
@@ -157,10 +157,7 @@ fn positions(consumer: &BaseConsumer, topics: &[String]) -> anyhow::Result<Vec<P
         if committed.is_none() && topics.is_empty() {
             continue;
         }
-        let (low, high) = marks
-            .get(&(e.topic().to_string(), e.partition()))
-            .copied()
-            .unwrap_or((0, 0));
+        let (low, high) = consumer.fetch_watermarks(e.topic(), e.partition(), TIMEOUT)?;
         out.push(PartitionOffsets {
             topic: e.topic().to_string(),
             partition: e.partition(),

@@ -4,6 +4,7 @@
 mod dedup;
 mod delivery;
 mod foundation;
+mod ops;
 mod pipeline;
 mod retry;
 mod stages_filter;
