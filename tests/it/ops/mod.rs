@@ -5,6 +5,7 @@ mod backfill;
 mod dry_run;
 mod offsets;
 mod pipeline;
+mod redelivery;
 mod replay;
 mod trace;
 
