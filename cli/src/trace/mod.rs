@@ -142,7 +142,14 @@ pub async fn trace(config: &Config, args: &TraceArgs) -> anyhow::Result<Trace> {
         };
         steps.extend(keyed_elsewhere(&consumer, &codec, topic, &partitions, source, args).await?);
     }
-    steps.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.at.cmp(&b.at)));
+    // At the same millisecond the status event comes first: a RETRY_SCHEDULED or
+    // DEAD_LETTERED status and its record in the retry or dead-letter topic share a time.
+    let rank = |s: &Step| match s.source.as_str() {
+        "status" => 0,
+        "retry" => 1,
+        _ => 2,
+    };
+    steps.sort_by(|a, b| (a.at_ms, rank(a), &a.at).cmp(&(b.at_ms, rank(b), &b.at)));
     let (ledger, ledger_error) = match ledger_rows(config, args).await {
         Ok(rows) => (rows, None),
         Err(e) => (Vec::new(), Some(format!("{e:#}"))),
@@ -257,7 +264,14 @@ async fn keyed_elsewhere(
             Payload::Request(_) => (None, None),
         };
         let number = |key: &str| header(&m, key).and_then(|v| v.trim().parse::<i64>().ok());
-        let written = m.timestamp().to_millis().unwrap_or(0);
+        // Retry and dead-letter records keep the source record's timestamp; the failure
+        // headers say when this hop happened.
+        let written = [dlq::retry::LAST_FAILURE_AT, dlq::FIRST_FAILURE_AT]
+            .iter()
+            .filter_map(|h| number(h))
+            .chain(m.timestamp().to_millis())
+            .max()
+            .unwrap_or(0);
         let (stage, what, reason) = if source == "dead letter" {
             (
                 header(&m, dlq::STAGE).unwrap_or_default(),

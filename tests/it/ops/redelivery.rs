@@ -85,6 +85,26 @@ async fn replay_delivers_exactly_the_hundred_that_failed_and_nothing_twice() {
     assert!(twice.is_empty(), "sent twice: {twice:?}");
     let new = p.stack.sandbox.messages(Some(Provider::Apns)).len() - sent_before;
     assert_eq!(new, 100, "what the dry run said would be sent");
+    // The trail of a replayed failure: FAILED first, SENT after the replay; the ledger says sent.
+    let replayed = super::trace::trace(&p, "e0");
+    let s = super::trace::story(&replayed);
+    let at = |w: &str| {
+        s.iter()
+            .position(|x| x == w)
+            .unwrap_or_else(|| panic!("no {w} in {s:?}"))
+    };
+    assert!(at("FAILED") < at("SENT"), "{replayed:#}");
+    assert_eq!(super::trace::ledger_states(&replayed), ["sent"]);
+    let untouched = super::trace::trace(&p, "e1");
+    assert_eq!(super::trace::ledger_states(&untouched), ["sent"]);
+    assert_eq!(
+        super::trace::story(&untouched)
+            .iter()
+            .filter(|w| *w == "SENT")
+            .count(),
+        1,
+        "no second SENT for a message delivered before the replay"
+    );
     p.stop().await;
     let _ = std::fs::remove_dir_all(state);
 }

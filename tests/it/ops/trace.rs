@@ -2,7 +2,9 @@
 //! retried-then-sent and dead-lettered, from the status topic, the retry topic, the dead
 //! letters and the delivery ledger.
 //!
-//! The ledger rows come from `delivery_messages` (issue 12 on main); ignored until then.
+//! Ledger rows of delivered and failed messages are asserted in `redelivery.rs` (it needs
+//! issue 12's `delivery_messages` writes); here the ledger must be readable and hold nothing
+//! for requests that never reached a sender.
 
 use notify_runtime::records::{DeliveryStatus, Outcome};
 use notify_sandbox::{FaultSpec, Provider};
@@ -12,7 +14,7 @@ use super::pipeline::Pipeline;
 use super::{notify, run};
 
 /// `notify trace EVENT --format json` for the pipeline's topics.
-fn trace(p: &Pipeline, event: &str) -> Value {
+pub(super) fn trace(p: &Pipeline, event: &str) -> Value {
     let s = &p.stack;
     let args = [
         "trace",
@@ -34,7 +36,7 @@ fn trace(p: &Pipeline, event: &str) -> Value {
 }
 
 /// The steps' `what` in time order, e.g. ["ACCEPTED", "RETRY_SCHEDULED", "held", "SENT"].
-fn story(t: &Value) -> Vec<String> {
+pub(super) fn story(t: &Value) -> Vec<String> {
     t["steps"]
         .as_array()
         .expect("steps")
@@ -43,7 +45,8 @@ fn story(t: &Value) -> Vec<String> {
         .collect()
 }
 
-fn ledger_states(t: &Value) -> Vec<String> {
+pub(super) fn ledger_states(t: &Value) -> Vec<String> {
+    assert!(t["ledger_error"].is_null(), "the ledger is readable: {t:#}");
     t["ledger"]
         .as_array()
         .expect("ledger")
@@ -53,7 +56,6 @@ fn ledger_states(t: &Value) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs the delivery_messages ledger (issue 12 on main)"]
 async fn trace_tells_the_story_of_filtered_duplicate_limited_retried_and_dead_lettered() {
     let p = Pipeline::start("ops_trace").await;
     p.add_user("opted", Some("billing")).await;
@@ -114,11 +116,6 @@ async fn trace_tells_the_story_of_filtered_duplicate_limited_retried_and_dead_le
         s.contains(&"SENT".into()) && s.contains(&"DUPLICATE".into()),
         "{dup:#}"
     );
-    assert_eq!(
-        ledger_states(&dup),
-        ["sent"],
-        "one message for two requests"
-    );
 
     let limited = trace(&p, "e-limited-3");
     assert!(
@@ -138,7 +135,6 @@ async fn trace_tells_the_story_of_filtered_duplicate_limited_retried_and_dead_le
         at("RETRY_SCHEDULED") < at("held") && at("held") < at("SENT"),
         "{retried:#}"
     );
-    assert_eq!(ledger_states(&retried), ["sent"]);
 
     let dead_trace = trace(&p, "e-dead");
     let s = story(&dead_trace);
@@ -160,7 +156,6 @@ async fn trace_tells_the_story_of_filtered_duplicate_limited_retried_and_dead_le
         !dead_trace.to_string().contains(&dead),
         "the device token is masked"
     );
-    assert_eq!(ledger_states(&dead_trace), ["failed"]);
 
     // The readable form carries the same story.
     let (code, table, _) = run(notify(
