@@ -88,8 +88,8 @@ enum Command {
         #[arg(long, default_value = "notify.status.v1")]
         topic: String,
     },
-    /// Copy a range of a topic back into the pipeline; the delivery ledger sends only what was
-    /// never delivered (see `notify replay --help`).
+    /// Copy a range of a topic back into the pipeline. Copies carry notify.replay.run; the
+    /// delivery ledger then sends only what was never delivered (--force: resend as new).
     Replay(Box<notify_cli::replay::ReplayArgs>),
     /// Load requests, users or templates from JSON-lines or Avro files into their topics.
     Backfill(notify_cli::backfill::BackfillArgs),
