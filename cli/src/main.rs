@@ -88,6 +88,18 @@ enum Command {
         #[arg(long, default_value = "notify.status.v1")]
         topic: String,
     },
+    /// Copy a range of a topic back into the pipeline. Copies carry notify.replay.run; the
+    /// delivery ledger then sends only what was never delivered (--force: resend as new).
+    Replay(Box<notify_cli::replay::ReplayArgs>),
+    /// Load requests, users or templates from JSON-lines or Avro files into their topics.
+    Backfill(notify_cli::backfill::BackfillArgs),
+    /// One notification's whole trail: statuses, retries, dead letters, ledger rows.
+    Trace(notify_cli::trace::TraceArgs),
+    /// A consumer group's committed offsets: show them, or reset them while it is stopped.
+    Offsets {
+        #[command(subcommand)]
+        command: notify_cli::offsets::OffsetsCommand,
+    },
     /// Serve the provider sandbox (APNs, FCM, Twilio, SendGrid stand-ins) until Ctrl-C.
     Sandbox {
         #[arg(long, default_value = "127.0.0.1:18443")]
@@ -164,6 +176,10 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<notify_cli::Exit>().is_some() => {
+            let code = e.downcast_ref::<notify_cli::Exit>().map_or(1, |c| c.0);
+            std::process::ExitCode::from(code)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -254,6 +270,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             sandbox::serve(listen, &creds_dir, notify_runtime::shutdown::on_signals()).await
         }
         Command::Dlq { command } => dlq::execute(&config, command).await,
+        Command::Replay(args) => notify_cli::replay::execute(&config, *args).await,
+        Command::Backfill(args) => notify_cli::backfill::run(&config, &args).await,
+        Command::Trace(args) => notify_cli::trace::execute(&config, &args).await,
+        Command::Offsets { command } => notify_cli::offsets::execute(&config, command).await,
         Command::Templates {
             command: TemplatesCommand::Push { dir, topic },
         } => {

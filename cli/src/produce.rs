@@ -53,9 +53,9 @@ pub struct ProduceReport {
 }
 
 /// One encoded record ready to send.
-struct Encoded {
-    key: String,
-    value: Option<Vec<u8>>,
+pub(crate) struct Encoded {
+    pub(crate) key: String,
+    pub(crate) value: Option<Vec<u8>>,
 }
 
 pub async fn produce(
@@ -124,7 +124,8 @@ async fn settle(
     ok
 }
 
-async fn encode_line(
+/// One line to its key and Avro bytes, or the reason it is rejected (shared with backfill).
+pub(crate) async fn encode_line(
     codec: &AvroCodec,
     kind: Kind,
     topic: &str,

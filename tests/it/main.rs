@@ -5,6 +5,7 @@ mod dedup;
 mod delivery;
 mod faults;
 mod foundation;
+mod ops;
 mod pipeline;
 mod retry;
 mod stages_filter;

@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::delivery::{Mail, Stack, device_token, mails_to};
 
 /// The stages before delivery, with their topics pointed at this test's.
-fn stage_config(stack: &Stack, topics: &BTreeMap<&str, String>) -> Config {
+pub(crate) fn stage_config(stack: &Stack, topics: &BTreeMap<&str, String>) -> Config {
     let mut config = stack.config.clone();
     let mut set = |name: &str, value: serde_json::Value| {
         let v: toml::Value = serde_json::from_value(value).expect("settings");

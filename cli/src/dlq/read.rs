@@ -6,11 +6,12 @@ use notify_runtime::codec::AvroCodec;
 use notify_runtime::dlq;
 use notify_runtime::records::{ChannelMessage, NotificationRequest, RoutedNotification};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Serialize;
 
 use super::Filter;
+use crate::scan::header;
 use notify_runtime::Config;
 
 /// One dead letter as shown to an operator.
@@ -31,15 +32,6 @@ pub struct DeadLetterView {
     pub key: Option<String>,
     #[serde(skip)]
     pub message: Option<OwnedMessage>,
-}
-
-fn header(m: &OwnedMessage, key: &str) -> Option<String> {
-    m.headers()?
-        .iter()
-        .filter(|h| h.key == key)
-        .last()
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// The event id of whichever pipeline record the bytes are (None for poison).
