@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use notify_delivery::ledger::{LedgerKey, Row};
+use notify_delivery::ledger::{MessageKey, Row};
 use notify_delivery::settings::{DeliverySettings, EmailProvider, Security};
 use notify_runtime::Config;
 use notify_runtime::records::{ChannelMessage, DeliveryChannel, DeliveryStatus, Outcome, Priority};
@@ -189,9 +189,16 @@ impl Stack {
         all
     }
 
-    pub async fn ledger_row(&self, event_id: &str, channel: &str, recipient: &str) -> Option<Row> {
-        let key = LedgerKey {
+    pub async fn ledger_row(
+        &self,
+        event_id: &str,
+        user_id: &str,
+        channel: &str,
+        recipient: &str,
+    ) -> Option<Row> {
+        let key = MessageKey {
             event_id: event_id.into(),
+            user_id: user_id.into(),
             channel: channel.into(),
             recipient: recipient.into(),
         };
@@ -299,8 +306,13 @@ pub fn is(
 async fn cql_ledger_keeps_the_contract() {
     let env = TestEnv::new("ledger_contract").await;
     let session = std::sync::Arc::new(env.keyspace().await);
-    let ledger = notify_delivery::ledger_cql::CqlLedger::new(session, &env.config.cql.keyspace)
-        .await
-        .expect("statements prepare");
+    let ledger = notify_delivery::ledger_cql::CqlLedger::new(
+        session,
+        &env.config.cql.keyspace,
+        Duration::from_secs(5),
+        &notify_runtime::Metrics::new("t"),
+    )
+    .await
+    .expect("statements prepare");
     notify_delivery::ledger::check_ledger_contract(&ledger, &env.id).await;
 }

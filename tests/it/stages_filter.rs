@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use chrono::{Timelike, Utc};
 use notify_dedup::ledger::conformance;
+use notify_runtime::Metrics;
 use notify_runtime::Config;
 use notify_runtime::dlq::retry;
 use notify_runtime::records::{
     Channel, DeliveryChannel, DeliveryStatus, Device, NotificationRequest, Outcome, Platform,
     Priority, QuietHours, RoutedNotification, UserProfile,
 };
-use notify_tests::{RunningProcessor, TestEnv, eventually};
+use notify_tests::{RunningProcessor, TestEnv};
 
 pub struct Stages {
     pub requests: String,
@@ -75,20 +76,31 @@ pub async fn stages(env: &TestEnv) -> Stages {
     }
 }
 
+/// The preference filter as `notify run preferences` runs it: forwarding, then the filter.
 pub async fn start_preferences(env: &TestEnv, s: &Stages) -> RunningProcessor {
-    let stage = notify_preferences::build(&s.config)
+    let metrics = Metrics::new("preferences");
+    let forward = notify_preferences::forward(&s.config, &metrics).expect("forward builds");
+    let stage = notify_preferences::build(&s.config, &metrics)
         .await
         .expect("preferences builds");
-    env.start_with(stage, "preferences", &[&s.requests], s.config.clone())
-        .await
+    env.start_stage(
+        notify_runtime::chain!(forward, stage),
+        "preferences",
+        &[&s.requests],
+        s.config.clone(),
+        metrics,
+    )
+    .await
 }
 
 pub async fn start_dedup(env: &TestEnv, s: &Stages) -> RunningProcessor {
     let token = notify_runtime::CancellationToken::new();
-    let stage = notify_dedup::build(&s.config, &token)
+    let metrics = Metrics::new("dedup");
+    let stage = notify_dedup::build(&s.config, &metrics, &token)
         .await
         .expect("dedup builds");
-    env.start_with(stage, "dedup", &[&s.routed], s.config.clone())
+    let config = notify_dedup::with_lanes(s.config.clone(), notify_dedup::LANES);
+    env.start_stage(stage, "dedup", &[&s.routed], config, metrics)
         .await
 }
 
@@ -381,14 +393,22 @@ async fn ten_concurrent_copies_of_one_id_pass_once() {
 async fn cql_ledger_conforms() {
     let env = TestEnv::new("stages_ledger").await;
     let session = std::sync::Arc::new(env.keyspace().await);
+    let metrics = Metrics::new("dedup");
     let ledger = notify_dedup::CqlLedger::new(
         session,
         &env.config.cql.keyspace,
         Duration::from_secs(3600),
-        Duration::from_secs(5),
+        4,
+        notify_runtime::cql::BatchSettings::default(),
+        &metrics,
+        metrics.histogram_vec("t_dedup_ledger_seconds", "test", &["op"]),
     )
     .await
     .expect("ledger prepares");
-    conformance(&ledger, "cql-").await.expect("conforms");
-    let _ = eventually(Duration::from_secs(1), async || Some(())).await;
+    conformance(&ledger).await;
+    let batches = metrics.render();
+    assert!(
+        batches.contains("notify_cql_statements_total{kind=\"batch\""),
+        "records go in batches: {batches}"
+    );
 }

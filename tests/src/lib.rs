@@ -17,7 +17,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use notify_runtime::codec::AvroCodec;
 use notify_runtime::records::AvroRecord;
 use notify_runtime::runner::Running;
-use notify_runtime::{CancellationToken, Config, Processor, RunSpec};
+use notify_runtime::{CancellationToken, Config, Metrics, Processor, RunSpec, Stage, StageProcessor};
 
 pub use notify_runtime;
 
@@ -154,6 +154,32 @@ impl TestEnv {
             .expect("produced");
     }
 
+    /// Produces one Avro record with another partitioner than the project's: `consistent_random`
+    /// is librdkafka's default (CRC32, what stock Python and Go producers use), `murmur2_random`
+    /// the Java client's.
+    pub async fn produce_partitioned<T: AvroRecord>(
+        &self,
+        partitioner: &str,
+        topic: &str,
+        key: &str,
+        value: &T,
+    ) {
+        let producer: FutureProducer = {
+            let mut c = notify_runtime::kafka::client_config(&self.config);
+            c.set("partitioner", partitioner);
+            c.create().expect("producer")
+        };
+        let bytes = self.codec.encode(topic, value).await.expect("encode");
+        producer
+            .send(
+                FutureRecord::<str, [u8]>::to(topic).key(key).payload(&bytes),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produced");
+    }
+
     /// Reads a topic from the beginning (no consumer group).
     pub fn reader(&self, topic: &str) -> TopicReader {
         TopicReader::new(&self.config, topic)
@@ -177,12 +203,41 @@ impl TestEnv {
         inputs: &[&str],
         config: Config,
     ) -> RunningProcessor {
+        self.start_with_metrics(processor, name, inputs, config, Metrics::new(name))
+            .await
+    }
+
+    /// Runs a stage (or a chain) as its processor does, with the metrics it was built with.
+    pub async fn start_stage<S>(
+        &self,
+        stage: S,
+        name: &str,
+        inputs: &[&str],
+        config: Config,
+        metrics: Metrics,
+    ) -> RunningProcessor
+    where
+        S: Stage,
+        S::In: notify_runtime::Decode,
+    {
+        self.start_with_metrics(StageProcessor(stage), name, inputs, config, metrics)
+            .await
+    }
+
+    pub async fn start_with_metrics<P: Processor>(
+        &self,
+        processor: P,
+        name: &str,
+        inputs: &[&str],
+        config: Config,
+        metrics: Metrics,
+    ) -> RunningProcessor {
         let token = CancellationToken::new();
         let spec = RunSpec {
             name: name.into(),
             input_topics: inputs.iter().map(|s| s.to_string()).collect(),
         };
-        let running = notify_runtime::start(processor, spec, config, token.clone())
+        let running = notify_runtime::start(processor, spec, config, metrics, token.clone())
             .await
             .expect("processor starts");
         RunningProcessor { token, running }

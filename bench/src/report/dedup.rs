@@ -108,7 +108,7 @@ pub fn compare(md: &mut String, r: &Report) -> std::fmt::Result {
         .find_map(|(n, s)| (n == "dedup").then_some(s.as_ref().ok()).flatten());
     let concurrency = notify_dedup::with_lanes(
         notify_runtime::Config::default(),
-        notify_dedup::DedupSettings::default().lanes,
+        notify_dedup::LANES,
     );
     writeln!(
         md,

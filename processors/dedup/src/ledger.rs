@@ -216,3 +216,36 @@ impl Ledger for MemoryLedger {
             .collect())
     }
 }
+
+/// What every ledger must do; run against memory here and against CQL by the integration
+/// tests. Panics on a violation.
+pub async fn conformance(ledger: &impl Ledger) {
+    let id = |e: &str| Id {
+        user_id: "u1".into(),
+        event_id: e.into(),
+    };
+    assert_eq!(ledger.lookup(3, &id("a")).await.expect("lookup"), None);
+    ledger.record(3, &id("a"), "in/3/10").await.expect("record");
+    ledger.record(3, &id("b"), "in/3/11").await.expect("record");
+    ledger.record(4, &id("a"), "in/4/1").await.expect("record");
+    assert_eq!(
+        ledger.lookup(3, &id("a")).await.expect("lookup").as_deref(),
+        Some("in/3/10")
+    );
+    let other_user = Id {
+        user_id: "u2".into(),
+        event_id: "a".into(),
+    };
+    assert_eq!(ledger.lookup(3, &other_user).await.expect("lookup"), None);
+    let mut scanned = ledger.scan(3).await.expect("scan");
+    scanned.sort_by(|x, y| x.event_id.cmp(&y.event_id));
+    assert_eq!(scanned, vec![id("a"), id("b")], "only the partition's own ids");
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn memory_ledger_conforms() {
+        super::conformance(&super::MemoryLedger::default()).await;
+    }
+}

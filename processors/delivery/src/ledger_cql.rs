@@ -89,6 +89,53 @@ type Selected = (
     Option<CqlTimestamp>,
 );
 
+fn parse(
+    result: scylla::response::query_result::QueryResult,
+    key: &MessageKey,
+) -> Result<Option<Row>, LedgerError> {
+    let row = result
+        .into_rows_result()
+        .map_err(unavailable)?
+        .maybe_first_row::<Selected>()
+        .map_err(unavailable)?;
+    let Some((state, epoch, partition, offset, attempt, provider_id, reason, at)) = row else {
+        return Ok(None);
+    };
+    let state = state.unwrap_or_default();
+    let state = State::parse(&state)
+        .ok_or_else(|| LedgerError::Malformed(format!("state {state:?} of {}", key.event_id)))?;
+    Ok(Some(Row {
+        state,
+        epoch: epoch.unwrap_or(0),
+        partition: partition.unwrap_or(-1),
+        offset: offset.unwrap_or(-1),
+        attempt: attempt.unwrap_or(0),
+        provider_id: provider_id.unwrap_or_default(),
+        reason: reason.unwrap_or_default(),
+        updated_at_ms: at.map(|t| t.0).unwrap_or(0),
+    }))
+}
+
+/// One row, read without preparing anything (tools and tests).
+pub async fn read_row(
+    session: &Session,
+    keyspace: &str,
+    key: &MessageKey,
+) -> Result<Option<Row>, LedgerError> {
+    let result = session
+        .query_unpaged(
+            format!(
+                "SELECT state, epoch, kafka_partition, kafka_offset, attempt, provider_id, \
+                 reason, updated_at FROM {keyspace}.delivery_messages WHERE event_id = ? \
+                 AND user_id = ? AND channel = ? AND recipient = ?"
+            ),
+            (&key.event_id, &key.user_id, &key.channel, &key.recipient),
+        )
+        .await
+        .map_err(unavailable)?;
+    parse(result, key)
+}
+
 impl DeliveryLedger for CqlLedger {
     async fn read(&self, key: &MessageKey) -> Result<Option<Row>, LedgerError> {
         self.metrics
@@ -103,28 +150,7 @@ impl DeliveryLedger for CqlLedger {
             )
             .await
             .map_err(unavailable)?;
-        let row = result
-            .into_rows_result()
-            .map_err(unavailable)?
-            .maybe_first_row::<Selected>()
-            .map_err(unavailable)?;
-        let Some((state, epoch, partition, offset, attempt, provider_id, reason, at)) = row else {
-            return Ok(None);
-        };
-        let state = state.unwrap_or_default();
-        let state = State::parse(&state).ok_or_else(|| {
-            LedgerError::Malformed(format!("state {state:?} of {}", key.event_id))
-        })?;
-        Ok(Some(Row {
-            state,
-            epoch: epoch.unwrap_or(0),
-            partition: partition.unwrap_or(-1),
-            offset: offset.unwrap_or(-1),
-            attempt: attempt.unwrap_or(0),
-            provider_id: provider_id.unwrap_or_default(),
-            reason: reason.unwrap_or_default(),
-            updated_at_ms: at.map(|t| t.0).unwrap_or(0),
-        }))
+        parse(result, key)
     }
 
     async fn write(&self, key: &MessageKey, row: Row) -> Result<(), LedgerError> {

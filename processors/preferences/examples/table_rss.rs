@@ -117,8 +117,7 @@ async fn main() -> Result<(), Error> {
         println!("produced {n} profiles in {:.1?}", started.elapsed());
         let before = vm_rss_mib();
         let loading = Instant::now();
-        let table = Table::<UserProfile>::new(&config, &topic).await?;
-        table.assign_all();
+        let table = Table::<UserProfile>::global(&config, &topic).await?;
         if !table.sync(Instant::now(), Duration::from_secs(600)).await {
             return Err::<(), Error>("table did not catch up within 10 min".into());
         }

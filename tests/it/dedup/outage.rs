@@ -14,7 +14,7 @@ const OUTAGE: Duration = Duration::from_secs(30);
 fn transient_errors(metrics: &str) -> f64 {
     metrics
         .lines()
-        .find(|l| l.starts_with("notify_dedup_transient_errors_total"))
+        .find(|l| l.starts_with("notify_transient_errors_total{") && l.contains("stage=\"dedup\""))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
@@ -43,10 +43,14 @@ async fn cql_down_30s_holds_records_then_passes_each_id_once() {
         .processors
         .insert("dedup".into(), toml::Value::Table(settings));
     let token = notify_runtime::CancellationToken::new();
-    let stage = notify_dedup::build(&config, &token)
+    let metrics = notify_runtime::Metrics::new("dedup");
+    let stage = notify_dedup::build(&config, &metrics, &token)
         .await
         .expect("dedup builds");
-    let running = env.start_with(stage, "dedup", &[&t.input], config).await;
+    let config = notify_dedup::with_lanes(config, notify_dedup::LANES);
+    let running = env
+        .start_stage(stage, "dedup", &[&t.input], config, metrics)
+        .await;
 
     // Before: a normal run.
     let (before, mut distinct) = workload("before", 1_000, 20);
@@ -58,17 +62,11 @@ async fn cql_down_30s_holds_records_then_passes_each_id_once() {
     assert!(all_out.is_some(), "the first requests did not all pass");
     let out_before = count(&env, &t.output);
 
-    // During: new ids, their duplicates, and copies of ids from before.
+    // During: new ids, their duplicates, and copies of requests from before.
     cql.pause();
     let paused_at = Instant::now();
     let (mut during, during_ids) = workload("during", 1_000, 20);
-    during.extend(
-        before
-            .iter()
-            .take(100)
-            .cloned()
-            .map(|(_, r)| ("user-x".to_string(), r)),
-    );
+    during.extend(before.iter().take(100).cloned());
     produce(&env, &t.input, &during).await;
     let held = eventually(OUTAGE, async || {
         (transient_errors(&running.metrics_text()) > 0.0).then_some(())

@@ -1,9 +1,11 @@
-//! `notify run deliver-apns` as a child process, SIGKILLed during the provider call and
-//! again between the ledger write and the offset commit: no device gets a second message.
+//! `notify run deliver-apns` as a child process, SIGKILLed during the provider call (the
+//! message is in doubt: FAILED and dead-lettered, never resent) and between the ledger write
+//! and the commit (answered from the ledger): no device gets a second message.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use notify_delivery::ledger::State;
 use notify_runtime::records::{DeliveryChannel, Outcome};
 use notify_sandbox::{FaultSpec, Provider};
 use notify_tests::{eventually, notify_bin};
@@ -30,8 +32,8 @@ async fn sigkill_mid_call_and_before_commit_sends_once() {
     let stack = Stack::new("deliver_kill", Mail::SendGrid).await;
     let id = stack.env.id.clone();
     let config_file = std::env::temp_dir().join(format!("notify-delivery-{id}.toml"));
-    // The held call (5 s) ends before the lease (6 s): had the sandbox recorded the killed
-    // call, it would have done so before the resend, and the count below would be 2.
+    // The held call (5 s) ends before the lease (6 s): whatever the killed call did, it is
+    // over by the time the next owner settles the message.
     let mut config = stack.config.clone();
     if let Some(toml::Value::Table(t)) = config.processors.get_mut("deliver-apns") {
         t.insert("lease_ms".into(), toml::Value::Integer(6_000));
@@ -55,8 +57,8 @@ async fn sigkill_mid_call_and_before_commit_sends_once() {
     stack
         .send(&message(&e1, &user, DeliveryChannel::Apns, &t1))
         .await;
-    let claimed = eventually(Duration::from_secs(60), async || {
-        let row = stack.ledger_row(&e1, "APNS", &t1).await?;
+    eventually(Duration::from_secs(60), async || {
+        let row = stack.ledger_row(&e1, &user, "APNS", &t1).await?;
         let calls = stack
             .sandbox
             .stats()
@@ -64,29 +66,48 @@ async fn sigkill_mid_call_and_before_commit_sends_once() {
             .get(&Provider::Apns)
             .copied()
             .unwrap_or(0);
-        (row.state == "sending" && calls >= 1).then_some(row)
+        (row.state == State::Claimed && calls >= 1).then_some(row)
     })
     .await
     .expect("the first attempt claims the row and calls APNs");
-    assert_eq!(claimed.claims, 1);
     kill(first);
 
-    // The restarted processor finds the row in `sending`, waits out the lease (6 s), sends.
+    // The next owner finds the claim of an earlier epoch without an outcome: it waits out the
+    // lease (the earlier owner might still finish it), then the message is in doubt: FAILED
+    // with the reason, a dead letter of class in_doubt, and no second call.
     let second = spawn(&config_file);
-    stack.wait_statuses(1, is(&e1, "APNS", Outcome::Sent)).await;
-    let row = stack.ledger_row(&e1, "APNS", &t1).await.expect("row");
-    assert_eq!((row.state.as_str(), row.claims), ("sent", 2), "{row:?}");
+    let failed = stack.wait_statuses(1, is(&e1, "APNS", Outcome::Failed)).await;
+    let reason = failed
+        .iter()
+        .find(|s| s.event_id == e1)
+        .and_then(|s| s.reason.clone())
+        .unwrap_or_default();
+    assert!(reason.starts_with("in doubt"), "{reason}");
+    let row = stack.ledger_row(&e1, &user, "APNS", &t1).await.expect("row");
+    assert_eq!(row.state, State::InDoubt, "{row:?}");
+    let calls = stack
+        .sandbox
+        .stats()
+        .requests
+        .get(&Provider::Apns)
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(calls, 1, "the provider was called once, never again");
+    let dead = stack
+        .env
+        .reader(&stack.dlq)
+        .raw(1, Duration::from_secs(30));
     assert_eq!(
-        stack.delivered(Provider::Apns, &t1),
-        1,
-        "killed call plus resend"
+        dead.first()
+            .and_then(|m| notify_tests::headers_of(m).get("notify.error.class").cloned())
+            .as_deref(),
+        Some("in_doubt")
     );
-
     kill(second);
 
-    // 2. Killed after the ledger says `sent`, before the offset is committed: this run's
-    // status topic does not exist yet (the broker does not create topics), so the status is
-    // never acknowledged and the record's offset cannot be stored before the kill.
+    // 2. Killed after the ledger says `sent`, before the outputs commit: this run's status
+    // topic does not exist yet (the broker does not create topics), so its transaction cannot
+    // commit before the kill.
     let late_status = stack.env.topic("status-late");
     let mut late = config.clone();
     late.runtime.status_topic = late_status.clone();
@@ -99,29 +120,29 @@ async fn sigkill_mid_call_and_before_commit_sends_once() {
         .send(&message(&e2, &user, DeliveryChannel::Apns, &t2))
         .await;
     eventually(Duration::from_secs(60), async || {
-        let row = stack.ledger_row(&e2, "APNS", &t2).await?;
-        (row.state == "sent").then_some(())
+        let row = stack.ledger_row(&e2, &user, "APNS", &t2).await?;
+        (row.state == State::Sent).then_some(())
     })
     .await
     .expect("the second message is sent");
     kill(third);
     assert_eq!(stack.delivered(Provider::Apns, &t2), 1);
 
-    // The restart redoes e2 (its offset was not committed) and answers it from the ledger.
+    // The restart redoes e2 (its offset was not committed) and answers it from the ledger:
+    // one SENT, read committed, and no second message.
     let fourth = spawn(&config_file);
     let redo = |s: &notify_runtime::records::DeliveryStatus| {
         is(&e2, "APNS", Outcome::Sent)(s) && s.reason.as_deref() == Some("already sent")
     };
-    stack.wait_statuses(1, redo).await;
+    let all = stack.wait_statuses(1, redo).await;
     kill(fourth);
-    for t in [&t1, &t2] {
-        assert_eq!(
-            stack.delivered(Provider::Apns, t),
-            1,
-            "device {t} got {} messages",
-            stack.delivered(Provider::Apns, t)
-        );
-    }
+    assert_eq!(
+        all.iter().filter(|s| is(&e2, "APNS", Outcome::Sent)(s)).count(),
+        1,
+        "one SENT for e2"
+    );
+    assert_eq!(stack.delivered(Provider::Apns, &t2), 1, "e2 once");
+    assert!(stack.delivered(Provider::Apns, &t1) <= 1, "e1 at most once");
     let _ = std::fs::remove_file(&config_file);
     let _ = std::fs::remove_file(&late_file);
 }

@@ -69,9 +69,10 @@ async fn two_ios_one_android_email_and_phone_fan_out_to_five_messages() {
     }
     let stage1 = start_templates(&env, &config, &templates, &deduped, &rendered).await;
     let stage2 = start_ratelimit(&env, &config, &rendered, &limited).await;
-    let fanout = fanout_processor(&config, &limited, [&apns, &fcm, &sms, &email]);
+    let metrics = notify_runtime::Metrics::new(notify_fanout::NAME);
+    let fanout = fanout_processor(&config, &limited, [&apns, &fcm, &sms, &email], &metrics);
     let stage3 = env
-        .start_with(fanout, notify_fanout::NAME, &[&limited], config.clone())
+        .start_stage(fanout, notify_fanout::NAME, &[&limited], config.clone(), metrics)
         .await;
 
     let user = [
@@ -146,16 +147,14 @@ fn fanout_processor(
     config: &Config,
     input: &str,
     [apns, fcm, sms, email]: [&String; 4],
+    metrics: &notify_runtime::Metrics,
 ) -> notify_fanout::FanoutProcessor {
-    notify_fanout::FanoutProcessor {
-        topics: notify_fanout::Settings {
-            input: input.into(),
-            apns_topic: apns.clone(),
-            fcm_topic: fcm.clone(),
-            sms_topic: sms.clone(),
-            email_topic: email.clone(),
-        },
-        status_topic: config.runtime.status_topic.clone(),
-        messages: Default::default(),
-    }
+    let topics = notify_fanout::Settings {
+        input: input.into(),
+        apns_topic: apns.clone(),
+        fcm_topic: fcm.clone(),
+        sms_topic: sms.clone(),
+        email_topic: email.clone(),
+    };
+    notify_fanout::FanoutProcessor::new(topics, config, metrics)
 }

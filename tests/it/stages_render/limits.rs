@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use notify_ratelimit::{CachedStore, CqlStore, MemoryStore, Rule};
-use notify_runtime::Config;
+use notify_runtime::{Config, Metrics};
 use notify_runtime::records::{
     Channel, DeliveryChannel, DeliveryStatus, Outcome, Priority, Rendered, RoutedNotification,
 };
@@ -13,11 +13,16 @@ use notify_tests::{RunningProcessor, TestEnv};
 
 use super::{routed, wait_for};
 
-async fn cql_store(env: &TestEnv) -> CqlStore {
+async fn cql_store(env: &TestEnv, metrics: &Metrics) -> CqlStore {
     let session = Arc::new(env.keyspace().await);
-    CqlStore::new(session, &env.config.cql.keyspace, Duration::from_secs(5))
-        .await
-        .expect("statements prepare")
+    CqlStore::new(
+        session,
+        &env.config.cql.keyspace,
+        Duration::from_secs(5),
+        metrics,
+    )
+    .await
+    .expect("statements prepare")
 }
 
 pub async fn start_ratelimit(
@@ -38,9 +43,10 @@ pub async fn start_ratelimit(
         ..Default::default()
     };
     // As `notify run ratelimit` builds it: the CQL store behind the window cache.
-    let store = CachedStore::new(cql_store(env).await, settings.cache_windows);
-    let p = notify_ratelimit::processor(store, &settings, config);
-    env.start_with(p, notify_ratelimit::NAME, &[input], config.clone())
+    let metrics = Metrics::new(notify_ratelimit::NAME);
+    let store = CachedStore::new(cql_store(env, &metrics).await, settings.cache_windows);
+    let p = notify_ratelimit::processor(store, &settings, config, &metrics);
+    env.start_stage(p, notify_ratelimit::NAME, &[input], config.clone(), metrics)
         .await
 }
 
@@ -67,10 +73,10 @@ fn push(event_id: &str, priority: Priority) -> RoutedNotification {
 async fn the_store_and_limiter_contracts_hold_for_cql_and_memory() {
     let env = TestEnv::new("ratelimit_store").await;
     notify_ratelimit::store_contract(&MemoryStore::default(), "u1").await;
-    notify_ratelimit::store_contract(&cql_store(&env).await, "u1").await;
+    notify_ratelimit::store_contract(&cql_store(&env, &Metrics::new("t")).await, "u1").await;
     notify_ratelimit::limiter_contract(MemoryStore::default(), "u2").await;
-    notify_ratelimit::limiter_contract(cql_store(&env).await, "u2").await;
-    let cached = || async { CachedStore::new(cql_store(&env).await, 1_000) };
+    notify_ratelimit::limiter_contract(cql_store(&env, &Metrics::new("t")).await, "u2").await;
+    let cached = || async { CachedStore::new(cql_store(&env, &Metrics::new("t")).await, 1_000) };
     notify_ratelimit::store_contract(&cached().await, "u3").await;
     notify_ratelimit::limiter_contract(cached().await, "u4").await;
 }
