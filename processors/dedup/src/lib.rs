@@ -76,6 +76,37 @@ impl Default for DedupSettings {
 
 pub type Settings = DedupSettings;
 
+impl Settings {
+    /// What start-up checks before it connects, every problem at once (`--check-config`).
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        for (key, topic) in [("input", &self.input), ("output", &self.output)] {
+            if topic.trim().is_empty() {
+                errors.push(format!("{key} is empty"));
+            }
+        }
+        if self.input == self.output {
+            errors.push("output must differ from input".into());
+        }
+        if self.window_secs == 0 {
+            errors.push("window_secs must be at least 1 (the ledger's TTL)".into());
+        }
+        if self.cql_timeout_ms == 0 {
+            errors.push("cql_timeout_ms must be at least 1".into());
+        }
+        if self.ledger_buckets > 0 && self.max_batch == 0 {
+            errors.push(
+                "max_batch must be at least 1 with the batched ledger (ledger_buckets > 0)".into(),
+            );
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
 /// The ledger the settings select.
 pub enum DedupLedger {
     PerId(CqlLedger),
@@ -233,4 +264,26 @@ pub async fn run(
         input_topics: vec![settings.input],
     };
     notify_runtime::run(stage, spec, config, shutdown).await
+}
+
+#[cfg(test)]
+mod check_tests {
+    use super::*;
+
+    #[test]
+    fn check_names_every_bad_setting() {
+        assert_eq!(Settings::default().check(), Ok(()));
+        let bad = Settings {
+            output: "notify.stage.preferences.v1".into(),
+            window_secs: 0,
+            max_batch: 0,
+            ..Settings::default()
+        };
+        let errors = bad.check().expect_err("three problems");
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains("window_secs")),
+            "{errors:?}"
+        );
+    }
 }

@@ -43,6 +43,29 @@ impl Default for FanoutSettings {
 
 pub type Settings = FanoutSettings;
 
+impl Settings {
+    /// What start-up checks before it connects, every problem at once (`--check-config`).
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        for (key, topic) in [
+            ("input", &self.input),
+            ("apns_topic", &self.apns_topic),
+            ("fcm_topic", &self.fcm_topic),
+            ("sms_topic", &self.sms_topic),
+            ("email_topic", &self.email_topic),
+        ] {
+            if topic.trim().is_empty() {
+                errors.push(format!("{key} is empty"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
 impl FanoutSettings {
     pub fn topic(&self, channel: DeliveryChannel) -> &str {
         match channel {

@@ -56,6 +56,45 @@ impl Default for TemplatesSettings {
 
 pub type Settings = TemplatesSettings;
 
+impl Settings {
+    /// What start-up checks before it connects, every problem at once (`--check-config`).
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        for (key, topic) in [
+            ("input", &self.input),
+            ("output", &self.output),
+            ("templates_topic", &self.templates_topic),
+        ] {
+            if topic.trim().is_empty() {
+                errors.push(format!("{key} is empty"));
+            }
+        }
+        if self.default_locale.trim().is_empty() {
+            errors.push("default_locale is empty".into());
+        }
+        if self.sync_timeout_ms == 0 {
+            errors.push("sync_timeout_ms must be at least 1".into());
+        }
+        for (key, limit) in [
+            ("limits.push_max_bytes", self.limits.push_max_bytes),
+            ("limits.sms_max_segments", self.limits.sms_max_segments),
+            (
+                "limits.email_subject_max_chars",
+                self.limits.email_subject_max_chars,
+            ),
+        ] {
+            if limit == 0 {
+                errors.push(format!("{key} must be at least 1"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
 /// The processor over a template source, configured from `settings`.
 pub fn processor<S: TemplateSource>(
     source: S,
