@@ -29,10 +29,11 @@ pub fn shared(config: &Config) -> Vec<String> {
             }
         }
         for (k, v) in &merged {
-            if k.ends_with(".location") && *v != "probe" {
-                if let Err(e) = std::fs::File::open(v) {
-                    errors.push(format!("kafka {k} = {v:?}: {e}"));
-                }
+            if k.ends_with(".location")
+                && *v != "probe"
+                && let Err(e) = std::fs::File::open(v)
+            {
+                errors.push(format!("kafka {k} = {v:?}: {e}"));
             }
         }
     }
