@@ -12,7 +12,12 @@
 // Then it checks what ties objects together: names and labels valid for Kubernetes (63
 // characters), and every Service, PDB, HPA and ScaledObject pointing at a rendered workload.
 //
-// Usage: validate [-crd crd.yaml]... manifests.yaml...
+// With -extract DIR it also writes what tests run against the rendered chart: for every
+// container of a Deployment or Job, <kind>-<name>-<container>.args (one argument a line) and
+// .env (NAME=value; a value from a Secret as NAME=@secret:<name>/<key>), every ConfigMap key
+// as configmap-<name>/<key>, and every PrometheusRule's groups as prometheusrule-<name>.yaml.
+//
+// Usage: validate [-crd crd.yaml]... [-extract dir] manifests.yaml...
 package main
 
 import (
@@ -30,6 +35,7 @@ func (c *crdFiles) Set(v string) error { *c = append(*c, v); return nil }
 
 func main() {
 	var crds crdFiles
+	extract := flag.String("extract", "", "also write each container's args and env, ConfigMap data and PrometheusRule groups into this directory")
 	flag.Var(&crds, "crd", "CustomResourceDefinition file whose kinds are validated against its schema (repeatable)")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: validate [-crd file]... manifest.yaml...\n")
@@ -58,6 +64,12 @@ func main() {
 		}
 		if len(report.errors) > 0 {
 			failed = true
+		}
+		if *extract != "" {
+			if err := extractTo(*extract, report.decoded); err != nil {
+				fmt.Fprintf(os.Stderr, "validate: extract: %v\n", err)
+				os.Exit(2)
+			}
 		}
 		fmt.Printf("%s: %d objects valid (%s)\n", file, report.objects-len(report.errors), summary(report.kinds))
 	}

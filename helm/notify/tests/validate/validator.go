@@ -17,6 +17,7 @@ type validator struct {
 }
 
 type report struct {
+	decoded []object
 	objects int
 	kinds   map[string]int
 	errors  []string
@@ -74,6 +75,7 @@ func (v *validator) validateStream(data []byte) report {
 		objects = append(objects, obj)
 	}
 	r.errors = append(r.errors, crossCheck(objects)...)
+	r.decoded = objects
 	return r
 }
 
