@@ -64,4 +64,7 @@
 {{- if and .Values.kafka.sasl.mechanism (not .Values.strimzi.users.enabled) (not .Values.kafka.sasl.passwordSecret.name) -}}
 {{- fail "kafka.sasl.passwordSecret.name is required with kafka.sasl.mechanism" -}}
 {{- end -}}
+{{- if and .Values.kafka.sasl.mechanism (not .Values.strimzi.users.enabled) (not .Values.kafka.sasl.username) -}}
+{{- fail "kafka.sasl.username is required with kafka.sasl.mechanism" -}}
+{{- end -}}
 {{- end -}}
