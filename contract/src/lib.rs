@@ -290,6 +290,70 @@ pub struct DeliveryStatus {
 }
 avro_record!(DeliveryStatus, "notify.v1.DeliveryStatus");
 
+/// Every status event is built here: the stage names itself, and a contact point passes
+/// through [`mask`] on its way in, so no caller can put a full token or address in one.
+impl DeliveryStatus {
+    pub fn new(
+        event_id: impl Into<String>,
+        user_id: impl Into<String>,
+        stage: impl Into<String>,
+        outcome: Outcome,
+    ) -> DeliveryStatus {
+        DeliveryStatus {
+            event_id: event_id.into(),
+            user_id: user_id.into(),
+            channel: None,
+            recipient: None,
+            outcome,
+            reason: None,
+            attempt: 0,
+            stage: stage.into(),
+            at: now_ms(),
+        }
+    }
+
+    /// The status of a request (no channel yet).
+    pub fn of(request: &NotificationRequest, stage: &str, outcome: Outcome) -> DeliveryStatus {
+        DeliveryStatus::new(&request.event_id, &request.user_id, stage, outcome)
+    }
+
+    /// The status of one message: its delivery channel and masked contact point.
+    pub fn of_message(message: &ChannelMessage, stage: &str, outcome: Outcome) -> DeliveryStatus {
+        DeliveryStatus::new(&message.event_id, &message.user_id, stage, outcome)
+            .with_channel(message.channel.as_str())
+            .with_recipient(&message.recipient)
+    }
+
+    pub fn with_channel(mut self, channel: &str) -> Self {
+        self.channel = Some(channel.to_string());
+        self
+    }
+
+    /// Masks `contact_point` (see [`mask`]).
+    pub fn with_recipient(mut self, contact_point: &str) -> Self {
+        self.recipient = Some(mask(contact_point));
+        self
+    }
+
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    pub fn with_attempt(mut self, attempt: i32) -> Self {
+        self.attempt = attempt;
+        self
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Target {
     pub channel: DeliveryChannel,

@@ -52,6 +52,8 @@ struct Inner<V> {
     watermarks: HashMap<i32, Arc<tokio::sync::Mutex<Option<Watermark>>>>,
     progress: Notify,
     bad_records: std::sync::atomic::AtomicU64,
+    /// Decode attempts that found the registry unavailable (the record was held, not skipped).
+    registry_waits: std::sync::atomic::AtomicU64,
 }
 
 /// A local view of a compacted topic. Cheap to clone.
@@ -144,6 +146,7 @@ impl<V: AvroRecord> Table<V> {
                 .collect(),
             progress: Notify::new(),
             bad_records: Default::default(),
+            registry_waits: Default::default(),
         });
         tokio::spawn(read_loop(Arc::downgrade(&inner), codec));
         Ok(Table { inner })
@@ -233,6 +236,13 @@ impl<V: AvroRecord> Table<V> {
     pub fn bad_records(&self) -> u64 {
         self.inner
             .bad_records
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Times a record waited for the schema registry (it was held, never skipped).
+    pub fn registry_waits(&self) -> u64 {
+        self.inner
+            .registry_waits
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
@@ -335,9 +345,9 @@ async fn read_loop<V: AvroRecord>(inner: std::sync::Weak<Inner<V>>, codec: AvroC
         let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
         let value = match msg.payload() {
             None => None,
-            Some(bytes) => match codec.decode::<V>(Some(bytes)).await {
-                Ok(v) => Some(Arc::new(v)),
-                Err(e) => {
+            Some(bytes) => match decode_holding(&table, &codec, bytes, &msg).await {
+                Some(Ok(v)) => Some(Arc::new(v)),
+                Some(Err(e)) => {
                     // A compacted topic has no dead-letter path of its own: count and log it with
                     // its offset; the row keeps its previous value.
                     table
@@ -346,6 +356,8 @@ async fn read_loop<V: AvroRecord>(inner: std::sync::Weak<Inner<V>>, codec: AvroC
                     tracing::warn!(topic = %table.topic, partition = msg.partition(), offset = msg.offset(), error = %e, "undecodable table record skipped");
                     None
                 }
+                // The partition was revoked while the registry was away.
+                None => continue,
             },
         };
         {
@@ -364,5 +376,39 @@ async fn read_loop<V: AvroRecord>(inner: std::sync::Weak<Inner<V>>, codec: AvroC
             }
         }
         table.progress.notify_waiters();
+    }
+}
+
+/// Decodes a table record, waiting out a registry that is unavailable: skipping the record
+/// would leave the row at an older value (an opt-out ignored, a known user unknown) while the
+/// table reports itself caught up. The position does not move meanwhile, so a request that
+/// needs this partition waits too. None when the partition is no longer read.
+async fn decode_holding<V: AvroRecord>(
+    table: &Inner<V>,
+    codec: &AvroCodec,
+    bytes: &[u8],
+    msg: &rdkafka::message::OwnedMessage,
+) -> Option<Result<V, crate::codec::DecodeError>> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match codec.decode::<V>(Some(bytes)).await {
+            Err(e) if e.is_retriable() => {
+                table
+                    .registry_waits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(topic = %table.topic, partition = msg.partition(), offset = msg.offset(), error = %e, retry_in_ms = backoff.as_millis() as u64, "table record waits for the schema registry");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                let assigned = table
+                    .partitions
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(&msg.partition());
+                if !assigned {
+                    return None;
+                }
+            }
+            other => return Some(other),
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 mod dedup;
 mod delivery;
+mod faults;
 mod foundation;
 mod pipeline;
 mod retry;

@@ -109,7 +109,7 @@ pub fn request(event_id: &str, user_id: &str) -> NotificationRequest {
     }
 }
 
-fn profile(user_id: &str) -> UserProfile {
+pub fn profile(user_id: &str) -> UserProfile {
     UserProfile {
         user_id: user_id.into(),
         email: Some(format!("{user_id}@example.com")),

@@ -21,6 +21,8 @@ use notify_runtime::{CancellationToken, Config, Processor, RunSpec};
 
 pub use notify_runtime;
 
+pub mod registry_proxy;
+
 /// One test's private slice of the shared stack.
 pub struct TestEnv {
     pub id: String,
