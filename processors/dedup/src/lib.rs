@@ -79,12 +79,10 @@ pub type Settings = DedupSettings;
 impl Settings {
     /// What start-up checks before it connects, every problem at once (`--check-config`).
     pub fn check(&self) -> Result<(), Vec<String>> {
-        let mut errors = Vec::new();
-        for (key, topic) in [("input", &self.input), ("output", &self.output)] {
-            if topic.trim().is_empty() {
-                errors.push(format!("{key} is empty"));
-            }
-        }
+        let mut errors = notify_runtime::config::blank(&[
+            ("input", self.input.as_str()),
+            ("output", self.output.as_str()),
+        ]);
         if self.input == self.output {
             errors.push("output must differ from input".into());
         }

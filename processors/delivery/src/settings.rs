@@ -95,15 +95,11 @@ impl<P: ChannelProvider> DeliverySettings<P> {
         if self.rate_per_sec > 0.0 && self.burst == 0 {
             errors.push("burst must be at least 1 when rate_per_sec is set".into());
         }
-        for (key, topic) in [
-            ("input", &self.input),
-            ("retry_topic", &self.retry_topic),
-            ("token_feedback_topic", &self.token_feedback_topic),
-        ] {
-            if topic.trim().is_empty() {
-                errors.push(format!("{key} is empty"));
-            }
-        }
+        errors.extend(notify_runtime::config::blank(&[
+            ("input", self.input.as_str()),
+            ("retry_topic", self.retry_topic.as_str()),
+            ("token_feedback_topic", self.token_feedback_topic.as_str()),
+        ]));
         if let Err(e) = self.provider.check_client() {
             errors.push(e);
         }

@@ -46,18 +46,13 @@ pub type Settings = FanoutSettings;
 impl Settings {
     /// What start-up checks before it connects, every problem at once (`--check-config`).
     pub fn check(&self) -> Result<(), Vec<String>> {
-        let mut errors = Vec::new();
-        for (key, topic) in [
-            ("input", &self.input),
-            ("apns_topic", &self.apns_topic),
-            ("fcm_topic", &self.fcm_topic),
-            ("sms_topic", &self.sms_topic),
-            ("email_topic", &self.email_topic),
-        ] {
-            if topic.trim().is_empty() {
-                errors.push(format!("{key} is empty"));
-            }
-        }
+        let errors = notify_runtime::config::blank(&[
+            ("input", self.input.as_str()),
+            ("apns_topic", self.apns_topic.as_str()),
+            ("fcm_topic", self.fcm_topic.as_str()),
+            ("sms_topic", self.sms_topic.as_str()),
+            ("email_topic", self.email_topic.as_str()),
+        ]);
         if errors.is_empty() {
             Ok(())
         } else {

@@ -50,18 +50,13 @@ pub type Settings = PreferencesSettings;
 impl Settings {
     /// What start-up checks before it connects, every problem at once (`--check-config`).
     pub fn check(&self) -> Result<(), Vec<String>> {
-        let mut errors = Vec::new();
-        for (key, topic) in [
-            ("requests_topic", &self.requests_topic),
-            ("users_topic", &self.users_topic),
-            ("token_feedback_topic", &self.token_feedback_topic),
-            ("output", &self.output),
-            ("deferred_topic", &self.deferred_topic),
-        ] {
-            if topic.trim().is_empty() {
-                errors.push(format!("{key} is empty"));
-            }
-        }
+        let mut errors = notify_runtime::config::blank(&[
+            ("requests_topic", self.requests_topic.as_str()),
+            ("users_topic", self.users_topic.as_str()),
+            ("token_feedback_topic", self.token_feedback_topic.as_str()),
+            ("output", self.output.as_str()),
+            ("deferred_topic", self.deferred_topic.as_str()),
+        ]);
         if self.output == self.requests_topic {
             errors.push("output must differ from requests_topic".into());
         }

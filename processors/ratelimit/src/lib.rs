@@ -59,12 +59,10 @@ pub type Settings = RateLimitSettings;
 impl Settings {
     /// What start-up checks before it connects, every problem at once (`--check-config`).
     pub fn check(&self) -> Result<(), Vec<String>> {
-        let mut errors = Vec::new();
-        for (key, topic) in [("input", &self.input), ("output", &self.output)] {
-            if topic.trim().is_empty() {
-                errors.push(format!("{key} is empty"));
-            }
-        }
+        let mut errors = notify_runtime::config::blank(&[
+            ("input", self.input.as_str()),
+            ("output", self.output.as_str()),
+        ]);
         if self.cql_timeout_ms == 0 {
             errors.push("cql_timeout_ms must be at least 1".into());
         }

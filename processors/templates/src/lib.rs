@@ -59,16 +59,11 @@ pub type Settings = TemplatesSettings;
 impl Settings {
     /// What start-up checks before it connects, every problem at once (`--check-config`).
     pub fn check(&self) -> Result<(), Vec<String>> {
-        let mut errors = Vec::new();
-        for (key, topic) in [
-            ("input", &self.input),
-            ("output", &self.output),
-            ("templates_topic", &self.templates_topic),
-        ] {
-            if topic.trim().is_empty() {
-                errors.push(format!("{key} is empty"));
-            }
-        }
+        let mut errors = notify_runtime::config::blank(&[
+            ("input", self.input.as_str()),
+            ("output", self.output.as_str()),
+            ("templates_topic", self.templates_topic.as_str()),
+        ]);
         if self.default_locale.trim().is_empty() {
             errors.push("default_locale is empty".into());
         }
