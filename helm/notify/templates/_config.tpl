@@ -97,10 +97,17 @@ max_in_flight = {{ $v.runtime.maxInFlight | int }}
 shutdown_grace_ms = {{ $v.runtime.shutdownGraceMs | int }}
 status_topic = {{ $v.runtime.statusTopic | quote }}
 dlq_topic = {{ $v.runtime.dlqTopic | quote }}
-{{- range $name, $p := include "notify.deployed" . | fromJson }}
-{{- $table := deepCopy ($p.config | default dict) }}
-{{- if $p.channel }}
-{{- $provider := include "notify.providerConfig" (dict "root" $ "channel" $p.channel) | fromJson }}
+{{- /* The chain builds its stages from their own tables, as the split processors do. */}}
+{{- $deployed := include "notify.deployed" . | fromJson }}
+{{- $tables := keys $deployed }}
+{{- if eq $v.pipeline.mode "chain" }}
+{{- $tables = concat $tables (list "preferences" "dedup" "templates" "ratelimit" "fanout") }}
+{{- end }}
+{{- range $name := $tables | sortAlpha }}
+{{- $table := deepCopy ((index $v.processors $name | default dict).config | default dict) }}
+{{- $channel := (index $deployed $name | default dict).channel }}
+{{- if $channel }}
+{{- $provider := include "notify.providerConfig" (dict "root" $ "channel" $channel) | fromJson }}
 {{- $_ := set $table "provider" (mergeOverwrite $provider (index $table "provider" | default dict)) }}
 {{- end }}
 {{- if $table }}
