@@ -116,6 +116,12 @@ grep -q 'unhealthyPodEvictionPolicy: AlwaysAllow' "$out/default.yaml" || fail "P
 grep -q 'path: /healthz' "$out/default.yaml" || fail "liveness on /healthz"
 grep -q '"security.protocol" = "SASL_SSL"' "$out/production.yaml" || fail "production: SASL_SSL in notify.toml"
 grep -q 'image: "registry.example.com/platform/notify@sha256:' "$out/production.yaml" || fail "production: image by digest"
+# NOTES.txt says what was deployed and which channels were not, and why.
+"$HELM" install t "$CHART" -n notify --dry-run=client >"$out/notes" 2>&1 || { cat "$out/notes" >&2; fail "helm install --dry-run=client"; }
+for line in "t-notify-chain: reads notify.requests.v1" "deliver-apns: NOT deployed, the channel has no credentials (channels.apns.secret is not set)" \
+  "deliver-email: NOT deployed" "logs job/t-notify-setup"; do
+  grep -qF -- "$line" "$out/notes" || fail "NOTES.txt does not say: $line"
+done
 # The setup job's topics file is topics.toml with the release's values applied.
 python3 - "$out/x/production/configmap-notify-setup/topics.toml" topics/topics.toml <<'EOF' || fail "setup job's topics.toml"
 import sys, tomllib
