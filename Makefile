@@ -1,5 +1,5 @@
 # The two commands of the README are `make dev` and `make test`; the rest are their parts.
-.PHONY: dev test stack-up stack-down stack-status build lint bench clean
+.PHONY: dev test stack-up stack-down stack-status build image lint bench clean
 
 dev: ## Stack, topics, schemas, migrations, processors and a demo; Ctrl-C stops it all.
 	dev/setup.sh
@@ -19,6 +19,9 @@ stack-status:
 
 build:
 	cargo build --release --bin notify
+
+image: ## The container image (Dockerfile) with docker, podman or buildah, where one works.
+	dev/image.sh
 
 bench: ## Benchmarks on the local stack: writes BENCHMARKS.md and bench/*.png (BENCH_ARGS="--records N").
 	dev/bench.sh $(BENCH_ARGS)

@@ -17,8 +17,9 @@ echo "[test] formatting and lints" >&2
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-echo "[test] helm chart" >&2
+echo "[test] helm chart and container image" >&2
 dev/helm-check.sh
+dev/image-check.sh
 
 echo "[test] build" >&2
 cargo build --quiet --bin notify

@@ -8,12 +8,20 @@ macro_rules! processors {
         /// Names accepted by `notify run`.
         pub const PROCESSORS: &[&str] = &[$($krate::NAME),*];
 
-        /// Checks the processor's own table of `config` (unknown fields, invalid values) and
-        /// what its start-up checks besides, without connecting anywhere.
+        /// Checks what start-up checks without connecting: the processor's own table
+        /// (unknown fields, invalid values, credentials) and the shared sections.
         pub fn check(name: &str, config: &Config) -> anyhow::Result<()> {
             $(if name == $krate::NAME {
-                config.processor::<$krate::Settings>(name)?;
-                return crate::check::extra(name, config);
+                let settings: $krate::Settings = config.processor(name)?;
+                let mut errors = crate::check::shared(config);
+                if let Err(own) = settings.check() {
+                    errors.extend(own.into_iter().map(|e| format!("processors.{name}: {e}")));
+                }
+                errors.extend(crate::check::stages(name, config));
+                if errors.is_empty() {
+                    return Ok(());
+                }
+                return Err(notify_runtime::config::ConfigError::Invalid(errors).into());
             })*
             anyhow::bail!("unknown processor {name:?}; known: {}", PROCESSORS.join(", "))
         }

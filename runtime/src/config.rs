@@ -334,6 +334,15 @@ impl Config {
     }
 }
 
+/// For a settings check: `"<key> is empty"` for each named value that is blank.
+pub fn blank(values: &[(&str, &str)]) -> Vec<String> {
+    values
+        .iter()
+        .filter(|(_, v)| v.trim().is_empty())
+        .map(|(k, _)| format!("{k} is empty"))
+        .collect()
+}
+
 pub fn is_cql_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 48

@@ -83,3 +83,14 @@ pub async fn start(
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RuntimeError> {
     notify_runtime::wait(start(config, shutdown).await?).await
 }
+
+impl Settings {
+    /// What start-up checks of `[processors.chain]` (the stages' own tables are checked by
+    /// their crates: `notify run chain --check-config` runs them all).
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        if self.lanes == 0 {
+            return Err(vec!["lanes must be at least 1".into()]);
+        }
+        Ok(())
+    }
+}

@@ -70,6 +70,36 @@ impl Default for DedupSettings {
 
 pub type Settings = DedupSettings;
 
+impl Settings {
+    /// What start-up checks before it connects, every problem at once (`--check-config`).
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut errors = notify_runtime::config::blank(&[
+            ("input", self.input.as_str()),
+            ("output", self.output.as_str()),
+        ]);
+        if self.input == self.output {
+            errors.push("output must differ from input".into());
+        }
+        if self.window_secs == 0 {
+            errors.push("window_secs must be at least 1 (the ledger's TTL)".into());
+        }
+        if self.cql_timeout_ms == 0 {
+            errors.push("cql_timeout_ms must be at least 1".into());
+        }
+        if self.buckets == 0 {
+            errors.push("buckets must be at least 1".into());
+        }
+        if self.bloom_capacity == 0 || self.recent_ids == 0 {
+            errors.push("bloom_capacity and recent_ids must be at least 1".into());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
 /// Connects to CQL, waiting for it rather than crash-looping when it is down at start.
 pub async fn session(
     config: &Config,
@@ -179,5 +209,27 @@ pub async fn run(
             )
             .await
         }
+    }
+}
+
+#[cfg(test)]
+mod check_tests {
+    use super::*;
+
+    #[test]
+    fn check_names_every_bad_setting() {
+        assert_eq!(Settings::default().check(), Ok(()));
+        let bad = Settings {
+            output: "notify.stage.preferences.v1".into(),
+            window_secs: 0,
+            buckets: 0,
+            ..Settings::default()
+        };
+        let errors = bad.check().expect_err("three problems");
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains("window_secs")),
+            "{errors:?}"
+        );
     }
 }

@@ -34,20 +34,20 @@ impl LogEnd for Watermarks {
     }
 }
 
-/// Checks what start-up checks of `[processors.<name>]`, without connecting anywhere.
-pub fn check<S: ChannelProvider + serde::de::DeserializeOwned>(
+/// `[processors.<name>]`, refused as `--check-config` would refuse it.
+fn checked<S: ChannelProvider + serde::de::DeserializeOwned>(
     name: &str,
     config: &Config,
 ) -> Result<DeliverySettings<S>, RuntimeError> {
     let settings: DeliverySettings<S> = config.processor(name)?;
-    if settings.lease_ms <= settings.provider.timeout_ms() {
-        // Otherwise a call still in progress could be declared in doubt (or resent).
-        return Err(RuntimeError::Setup(format!(
-            "processors.{name}.lease_ms ({}) must exceed provider.timeout_ms ({})",
-            settings.lease_ms,
-            settings.provider.timeout_ms()
-        )));
-    }
+    settings.check().map_err(|errors| {
+        notify_runtime::config::ConfigError::Invalid(
+            errors
+                .into_iter()
+                .map(|e| format!("processors.{name}: {e}"))
+                .collect(),
+        )
+    })?;
     Ok(settings)
 }
 
@@ -63,7 +63,7 @@ where
     S: ChannelProvider + serde::de::DeserializeOwned,
     P: Provider,
 {
-    let settings: DeliverySettings<S> = check(name, &config)?;
+    let settings: DeliverySettings<S> = checked(name, &config)?;
     let mut config = config;
     config.kafka.transactional |= settings.exactly_once;
     let provider = build(&settings.provider)
@@ -143,14 +143,6 @@ macro_rules! channel {
 
             pub const NAME: &str = $name;
             pub type Settings = DeliverySettings<$settings>;
-
-            /// What start-up checks, without connecting (`notify run <p> --check-config`).
-            pub fn check(config: &Config) -> Result<(), RuntimeError> {
-                let settings = super::check::<$settings>(NAME, config)?;
-                $build(&settings.provider)
-                    .map(|_| ())
-                    .map_err(|e| RuntimeError::Setup(format!("processors.{NAME}: {e}")))
-            }
 
             /// Starts the processor and returns once it is consuming (tests, embedding).
             pub async fn start(

@@ -62,30 +62,71 @@ pub trait ChannelProvider: Default {
     const INPUT: &'static str;
     /// The provider call's timeout; the ledger lease must outlast it.
     fn timeout_ms(&self) -> u64;
+    /// Builds the provider's client as start-up does (required settings present, credential
+    /// files readable and parseable), without calling the provider.
+    fn check_client(&self) -> Result<(), String>;
 }
 
-impl ChannelProvider for ApnsSettings {
-    const INPUT: &'static str = "notify.channel.apns.v1";
-    fn timeout_ms(&self) -> u64 {
-        self.timeout_ms
-    }
+macro_rules! channel_provider {
+    ($settings:ty, $input:literal, $build:path) => {
+        impl ChannelProvider for $settings {
+            const INPUT: &'static str = $input;
+            fn timeout_ms(&self) -> u64 {
+                self.timeout_ms
+            }
+            fn check_client(&self) -> Result<(), String> {
+                $build(self).map(drop).map_err(|e| e.to_string())
+            }
+        }
+    };
 }
-impl ChannelProvider for FcmSettings {
-    const INPUT: &'static str = "notify.channel.fcm.v1";
-    fn timeout_ms(&self) -> u64 {
-        self.timeout_ms
-    }
-}
-impl ChannelProvider for SmsSettings {
-    const INPUT: &'static str = "notify.channel.sms.v1";
-    fn timeout_ms(&self) -> u64 {
-        self.timeout_ms
-    }
-}
-impl ChannelProvider for EmailSettings {
-    const INPUT: &'static str = "notify.channel.email.v1";
-    fn timeout_ms(&self) -> u64 {
-        self.timeout_ms
+channel_provider!(ApnsSettings, "notify.channel.apns.v1", crate::clients::apns);
+channel_provider!(FcmSettings, "notify.channel.fcm.v1", crate::clients::fcm);
+channel_provider!(SmsSettings, "notify.channel.sms.v1", crate::clients::sms);
+channel_provider!(
+    EmailSettings,
+    "notify.channel.email.v1",
+    crate::clients::email
+);
+
+impl<P: ChannelProvider> DeliverySettings<P> {
+    /// What start-up checks before it connects, every problem at once (`--check-config`);
+    /// paths are relative to the processor's table.
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        if self.lease_ms <= self.provider.timeout_ms() {
+            // Otherwise a call still in progress could be taken over and sent a second time.
+            errors.push(format!(
+                "lease_ms ({}) must exceed provider.timeout_ms ({})",
+                self.lease_ms,
+                self.provider.timeout_ms()
+            ));
+        }
+        if self.provider.timeout_ms() == 0 {
+            errors.push("provider.timeout_ms must be at least 1".into());
+        }
+        if !self.rate_per_sec.is_finite() || self.rate_per_sec < 0.0 {
+            errors.push(format!(
+                "rate_per_sec ({}) must be 0 (unlimited) or more",
+                self.rate_per_sec
+            ));
+        }
+        if self.rate_per_sec > 0.0 && self.burst == 0 {
+            errors.push("burst must be at least 1 when rate_per_sec is set".into());
+        }
+        errors.extend(notify_runtime::config::blank(&[
+            ("input", self.input.as_str()),
+            ("retry_topic", self.retry_topic.as_str()),
+            ("token_feedback_topic", self.token_feedback_topic.as_str()),
+        ]));
+        if let Err(e) = self.provider.check_client() {
+            errors.push(e);
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -227,5 +268,39 @@ impl Default for EmailSettings {
             sendgrid_base_url: "https://api.sendgrid.com".into(),
             sendgrid_api_key_file: String::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_reports_the_lease_rate_and_missing_credentials_at_once() {
+        let mut s = DeliverySettings::<SmsSettings>::default();
+        s.lease_ms = s.provider.timeout_ms;
+        s.rate_per_sec = -1.0;
+        let errors = s.check().expect_err("three problems");
+        let text = errors.join("\n");
+        assert_eq!(errors.len(), 3, "{text}");
+        assert!(text.contains("lease_ms"), "{text}");
+        assert!(text.contains("rate_per_sec"), "{text}");
+        assert!(text.contains("from"), "the SMS client's own check: {text}");
+    }
+
+    #[test]
+    fn check_reads_the_credential_files() {
+        let dir = std::env::temp_dir().join(format!("notify-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("auth-token");
+        let mut s = DeliverySettings::<SmsSettings>::default();
+        s.provider.account_sid = "AC123".into();
+        s.provider.from = Some("+15005550006".into());
+        s.provider.auth_token_file = token.display().to_string();
+        let missing = s.check().expect_err("the token file does not exist yet");
+        assert!(missing[0].contains("auth-token"), "{missing:?}");
+        std::fs::write(&token, "secret\n").unwrap();
+        assert_eq!(s.check(), Ok(()));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

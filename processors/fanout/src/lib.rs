@@ -42,6 +42,24 @@ impl Default for FanoutSettings {
 
 pub type Settings = FanoutSettings;
 
+impl Settings {
+    /// What start-up checks before it connects, every problem at once (`--check-config`).
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let errors = notify_runtime::config::blank(&[
+            ("input", self.input.as_str()),
+            ("apns_topic", self.apns_topic.as_str()),
+            ("fcm_topic", self.fcm_topic.as_str()),
+            ("sms_topic", self.sms_topic.as_str()),
+            ("email_topic", self.email_topic.as_str()),
+        ]);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
 impl FanoutSettings {
     pub fn topic(&self, channel: DeliveryChannel) -> &str {
         match channel {

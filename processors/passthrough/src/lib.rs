@@ -73,6 +73,24 @@ impl Processor for RawPassThrough {
 pub const NAME: &str = "passthrough";
 pub type Settings = PassThroughConfig;
 
+impl Settings {
+    /// What start-up checks before it connects (`--check-config`).
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        if self.input.trim().is_empty() || self.output.trim().is_empty() {
+            errors.push("input and output must be set".to_string());
+        }
+        if self.input == self.output {
+            errors.push("output must differ from input".to_string());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
 /// Runs the pass-through with `[processors.passthrough]` of `config` until `shutdown`.
 pub async fn run(
     config: notify_runtime::Config,

@@ -52,6 +52,30 @@ impl Default for PreferencesSettings {
 
 pub type Settings = PreferencesSettings;
 
+impl Settings {
+    /// What start-up checks before it connects, every problem at once (`--check-config`).
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut errors = notify_runtime::config::blank(&[
+            ("requests_topic", self.requests_topic.as_str()),
+            ("users_topic", self.users_topic.as_str()),
+            ("token_feedback_topic", self.token_feedback_topic.as_str()),
+            ("output", self.output.as_str()),
+            ("deferred_topic", self.deferred_topic.as_str()),
+        ]);
+        if self.output == self.requests_topic {
+            errors.push("output must differ from requests_topic".into());
+        }
+        if self.table_sync_timeout_ms == 0 {
+            errors.push("table_sync_timeout_ms must be at least 1".into());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
 pub struct Preferences {
     pub profiles: Table<UserProfile>,
     /// Tokens providers reported invalid, one row per user and token.

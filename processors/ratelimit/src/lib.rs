@@ -55,6 +55,27 @@ impl Default for RateLimitSettings {
 
 pub type Settings = RateLimitSettings;
 
+impl Settings {
+    /// What start-up checks before it connects, every problem at once (`--check-config`).
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut errors = notify_runtime::config::blank(&[
+            ("input", self.input.as_str()),
+            ("output", self.output.as_str()),
+        ]);
+        if self.cql_timeout_ms == 0 {
+            errors.push("cql_timeout_ms must be at least 1".into());
+        }
+        if let Err(rules) = validate(&self.rules) {
+            errors.extend(rules);
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
 /// The processor over `store`, configured from `settings`.
 pub fn processor<S: RateStore>(
     store: S,

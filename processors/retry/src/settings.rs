@@ -169,6 +169,20 @@ impl RetrySettings {
         }
     }
 
+    /// What start-up checks before it connects (`--check-config`), paths relative to the
+    /// table (the table is also validated while it is read).
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        self.validate().map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|e| {
+                    let relative = e.trim_start_matches("processors.retry");
+                    relative.trim_start_matches([':', '.', ' ']).to_string()
+                })
+                .collect()
+        })
+    }
+
     /// Every topic the processor reads.
     pub fn input_topics(&self) -> Vec<String> {
         let mut topics: Vec<String> = self.steps.iter().map(|s| s.topic.clone()).collect();

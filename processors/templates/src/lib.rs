@@ -56,6 +56,40 @@ impl Default for TemplatesSettings {
 
 pub type Settings = TemplatesSettings;
 
+impl Settings {
+    /// What start-up checks before it connects, every problem at once (`--check-config`).
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut errors = notify_runtime::config::blank(&[
+            ("input", self.input.as_str()),
+            ("output", self.output.as_str()),
+            ("templates_topic", self.templates_topic.as_str()),
+        ]);
+        if self.default_locale.trim().is_empty() {
+            errors.push("default_locale is empty".into());
+        }
+        if self.sync_timeout_ms == 0 {
+            errors.push("sync_timeout_ms must be at least 1".into());
+        }
+        for (key, limit) in [
+            ("limits.push_max_bytes", self.limits.push_max_bytes),
+            ("limits.sms_max_segments", self.limits.sms_max_segments),
+            (
+                "limits.email_subject_max_chars",
+                self.limits.email_subject_max_chars,
+            ),
+        ] {
+            if limit == 0 {
+                errors.push(format!("{key} must be at least 1"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
 /// The stage over a template source, configured from `settings`.
 pub fn processor<S: TemplateSource>(
     source: S,
