@@ -161,8 +161,13 @@ async fn poison_records_are_dead_lettered_and_the_stream_goes_on() {
     );
 
     let metrics = running.metrics_text();
-    assert!(
-        metrics.contains("notify_passthrough_dead_letters_total{class=\"schema\"} 2"),
+    assert_eq!(
+        notify_tests::metric(
+            &metrics,
+            "notify_dead_letters_total",
+            &[("processor", "passthrough"), ("class", "schema")]
+        ),
+        Some(2.0),
         "{metrics}"
     );
     running.stop().await.expect("clean stop");

@@ -345,48 +345,69 @@ async fn filter_cases_have_exactly_the_expected_statuses() {
     prefs.stop().await.expect("preferences stops");
 }
 
+/// The same (user, event id) sent 10 times at once, half of them by a producer with
+/// librdkafka's default partitioner (CRC32: another partition for this user than the Java
+/// client's murmur2): forwarded to the user's partition, deduplicated there, one ACCEPTED and
+/// one copy downstream. The same event id for another user is a notification of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn ten_concurrent_copies_of_one_id_pass_once() {
+async fn ten_copies_from_two_partitioners_pass_once_per_user() {
     let env = TestEnv::new("stages_dedup10").await;
     let s = stages(&env).await;
+    let prefs = start_preferences(&env, &s).await;
     let dedup = start_dedup(&env, &s).await;
-    let mut routed = RoutedNotification {
-        request: request("same-id", "u-0"),
-        locale: "en".into(),
-        timezone: "UTC".into(),
-        user: BTreeMap::new(),
-        targets: vec![],
-        rendered: vec![],
-    };
-    let mut sends = Vec::new();
-    for i in 0..10 {
-        routed.request.user_id = format!("u-{i}");
-        let bytes = env.codec.encode(&s.routed, &routed).await.expect("encode");
-        sends.push((format!("u-{i}"), i % 4, bytes));
+    let owner = |u: &str| notify_runtime::partitioner::partition_for(u, 4);
+    // A user whose CRC32 partition is not its murmur2 one (found by producing its profile).
+    let mut user = String::new();
+    for i in 0..50 {
+        let candidate = format!("u-same-{i}");
+        let p = env
+            .produce_partitioned("consistent_random", &s.users, &candidate, &profile(&candidate))
+            .await;
+        if p != owner(&candidate) {
+            user = candidate;
+            break;
+        }
     }
-    futures::future::join_all(sends.iter().map(|(key, p, bytes)| {
-        env.produce_bytes(&s.routed, Some(key), Some(bytes), Some(*p), &[])
-    }))
-    .await;
-    let got = statuses(&env, &s.status, 10).await;
+    assert!(!user.is_empty(), "no user with differing partitions in 50 tries");
+    env.produce(&s.users, "u-other", &profile("u-other")).await;
+    let copy = request("same-id", &user);
+    let sends = (0..10).map(|i| {
+        let (env, s, copy, user) = (&env, &s, &copy, &user);
+        async move {
+            if i % 2 == 0 {
+                env.produce(&s.requests, user, copy).await;
+            } else {
+                env.produce_partitioned("consistent_random", &s.requests, user, copy)
+                    .await;
+            }
+        }
+    });
+    futures::future::join_all(sends).await;
+    env.produce(&s.requests, "u-other", &request("same-id", "u-other"))
+        .await;
+    let got = statuses(&env, &s.status, 11).await;
     let outcomes: Vec<Outcome> = got["same-id"].iter().map(|(o, _, _)| *o).collect();
-    assert_eq!(outcomes.len(), 10);
+    let count = |o: Outcome| outcomes.iter().filter(|x| **x == o).count();
     assert_eq!(
-        outcomes.iter().filter(|o| **o == Outcome::Accepted).count(),
-        1
-    );
-    assert_eq!(
-        outcomes
-            .iter()
-            .filter(|o| **o == Outcome::Duplicate)
-            .count(),
-        9
+        (count(Outcome::Accepted), count(Outcome::Duplicate)),
+        (2, 9),
+        "{outcomes:?}"
     );
     let out = env
         .reader(&s.deduped)
-        .raw_until_quiet(Duration::from_secs(3), Duration::from_secs(30));
-    assert_eq!(out.len(), 1, "exactly one copy downstream");
+        .records::<RoutedNotification>(&env.codec, 2, Duration::from_secs(30))
+        .await;
+    let mut users: Vec<&str> = out.iter().map(|r| r.value.request.user_id.as_str()).collect();
+    users.sort_unstable();
+    let mut expected = vec![user.as_str(), "u-other"];
+    expected.sort_unstable();
+    assert_eq!(users, expected, "one copy per user downstream");
+    let extra = env
+        .reader(&s.deduped)
+        .raw_until_quiet(Duration::from_secs(3), Duration::from_secs(10));
+    assert_eq!(extra.len(), 2, "nothing else downstream");
     dedup.stop().await.expect("dedup stops");
+    prefs.stop().await.expect("preferences stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

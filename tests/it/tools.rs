@@ -206,15 +206,16 @@ async fn processors_serve_metrics_health_and_readiness() {
         .text()
         .await
         .unwrap();
-    for noun in [
-        "records_consumed_total",
-        "dead_letters_total",
-        "process_duration_seconds",
-        "in_flight_records",
+    for family in [
+        "notify_records_consumed_total",
+        "notify_dead_letters_total",
+        "notify_process_duration_seconds_count",
+        "notify_in_flight_records",
+        "notify_build_info",
     ] {
         assert!(
-            metrics.contains(&format!("notify_passthrough_{noun}")),
-            "{noun} not served"
+            notify_tests::metric(&metrics, family, &[("processor", "passthrough")]).is_some(),
+            "{family} not served"
         );
     }
     // Lag appears with the first statistics (every 5 s).

@@ -163,14 +163,14 @@ impl TestEnv {
         topic: &str,
         key: &str,
         value: &T,
-    ) {
+    ) -> i32 {
         let producer: FutureProducer = {
             let mut c = notify_runtime::kafka::client_config(&self.config);
             c.set("partitioner", partitioner);
             c.create().expect("producer")
         };
         let bytes = self.codec.encode(topic, value).await.expect("encode");
-        producer
+        let delivered = producer
             .send(
                 FutureRecord::<str, [u8]>::to(topic).key(key).payload(&bytes),
                 Duration::from_secs(10),
@@ -178,6 +178,7 @@ impl TestEnv {
             .await
             .map_err(|(e, _)| e)
             .expect("produced");
+        delivered.partition
     }
 
     /// Reads a topic from the beginning (no consumer group).
@@ -443,4 +444,40 @@ pub async fn eventually<T>(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The value of the series `name` in Prometheus text whose labels include all of `labels`
+/// (the sum when several match); None when no series matches.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut total = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(parts) => parts,
+            None => continue,
+        };
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if series_name != name {
+            continue;
+        }
+        let has = |k: &str, v: &str| {
+            series_labels
+                .split(',')
+                .any(|pair| pair == format!("{k}=\"{v}\""))
+        };
+        if labels.iter().all(|(k, v)| has(k, v))
+            && let Ok(v) = value.parse::<f64>()
+        {
+            *total.get_or_insert(0.0) += v;
+        }
+    }
+    total
+}
+
+/// [`metric`] of the processor serving `/metrics` at `url`.
+pub async fn scrape(url: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+    metric(&text, name, labels)
 }

@@ -67,6 +67,7 @@ impl RetryMetrics {
             moved.with_label_values(&[label]);
             expired.with_label_values(&[label]);
         }
+        base.transient_errors.with_label_values(&[crate::NAME]);
         for class in notify_runtime::dlq::ErrorClass::ALL {
             base.dead_letters
                 .with_label_values(&[crate::NAME, class.as_str()]);

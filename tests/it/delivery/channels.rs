@@ -126,8 +126,22 @@ async fn every_channel_delivers_exactly_once_and_replays_send_nothing() {
     assert_eq!(mails_to(&address).len(), 1, "a second mail arrived");
 
     let metrics = running[0].running.metrics.render();
-    assert!(
-        metrics.contains("notify_deliver_apns_provider_latency_seconds_count{outcome=\"sent\"} 1"),
+    assert_eq!(
+        notify_tests::metric(
+            &metrics,
+            "notify_provider_requests_total",
+            &[("channel", "APNS"), ("outcome", "sent")]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        notify_tests::metric(
+            &metrics,
+            "notify_provider_latency_seconds_count",
+            &[("channel", "APNS")]
+        ),
+        Some(1.0),
         "{metrics}"
     );
     for r in running {

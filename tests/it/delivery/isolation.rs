@@ -94,7 +94,7 @@ async fn a_slow_provider_stalls_only_its_own_channel() {
     assert_eq!(count(Provider::Apns), SLOW);
     let metrics = running[0].running.metrics.render();
     assert!(
-        metrics.contains("notify_deliver_apns_provider_latency_seconds_bucket"),
+        metrics.contains("notify_provider_latency_seconds_bucket{channel=\"APNS\""),
         "{metrics}"
     );
     for r in running {

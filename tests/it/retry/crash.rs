@@ -29,11 +29,9 @@ pub fn spawn_retry(config: &notify_runtime::Config, dir: &std::path::Path) -> (C
     (child, format!("http://127.0.0.1:{port}/metrics"))
 }
 
-/// The value of a metric line `name value` (no labels) at `url`.
+/// The value of metric `name` (any labels) at `url`.
 pub async fn metric(url: &str, name: &str) -> Option<f64> {
-    let text = reqwest::get(url).await.ok()?.text().await.ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    notify_tests::scrape(url, name, &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

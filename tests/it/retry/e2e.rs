@@ -155,8 +155,13 @@ async fn always_failing_is_dead_lettered_and_a_redrive_delivers_once() {
     assert!(number(&hd, dlq::FIRST_FAILURE_AT) > 0);
     assert_eq!(stack.delivered(Provider::Twilio, &phone), 0);
     let metrics = retry.running.metrics.render();
-    assert!(
-        metrics.contains("notify_retry_dead_letters_total{class=\"retries_exhausted\"} 1"),
+    assert_eq!(
+        notify_tests::metric(
+            &metrics,
+            "notify_dead_letters_total",
+            &[("class", "retries_exhausted")]
+        ),
+        Some(1.0),
         "{metrics}"
     );
 
@@ -250,18 +255,14 @@ async fn a_429_with_retry_after_120s_skips_the_shorter_steps() {
     );
     let held = eventually(Duration::from_secs(10), async || {
         let text = retry.running.metrics.render();
-        text.contains("notify_retry_held_records 1").then_some(text)
+        (notify_tests::metric(&text, "notify_retry_held_records", &[]) == Some(1.0))
+            .then_some(text)
     })
     .await
     .expect("held on the last step");
-    assert!(
-        held.contains("notify_retry_moved_total{step=\"3s\"} 1"),
-        "{held}"
-    );
-    assert!(
-        held.contains("notify_retry_retries_total{step=\"1s\"} 0"),
-        "{held}"
-    );
+    let m = |name: &str, step: &str| notify_tests::metric(&held, name, &[("step", step)]);
+    assert_eq!(m("notify_retry_moved_total", "3s"), Some(1.0), "{held}");
+    assert_eq!(m("notify_retry_scheduled_total", "1s"), Some(0.0), "{held}");
     // Longer than every short step: nothing came back and nothing was sent.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(returned(&stack, 1).is_empty());

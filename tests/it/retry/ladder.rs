@@ -186,22 +186,27 @@ async fn records_come_back_to_their_origin_when_due() {
     // f still waits (120 s), nothing else came back, and the metrics say so.
     let metrics = eventually(Duration::from_secs(10), async || {
         let text = running.metrics.render();
-        text.contains("notify_retry_held_records 1").then_some(text)
+        (notify_tests::metric(&text, "notify_retry_held_records", &[]) == Some(1.0))
+            .then_some(text)
     })
     .await
     .expect("one record held");
-    for line in [
-        "notify_retry_retries_total{step=\"1s\"} 1",
-        "notify_retry_retries_total{step=\"2s\"} 1",
-        "notify_retry_retries_total{step=\"3s\"} 1",
-        "notify_retry_retries_total{step=\"deferred\"} 1",
-        "notify_retry_moved_total{step=\"2s\"} 1",
-        "notify_retry_moved_total{step=\"3s\"} 1",
-        "notify_retry_expired_total{step=\"1s\"} 1",
-        "notify_retry_dead_letters_total{class=\"retries_exhausted\"} 1",
-        "notify_retry_dead_letters_total{class=\"validation\"} 1",
+    for (name, label, value) in [
+        ("notify_retry_scheduled_total", ("step", "1s"), 1.0),
+        ("notify_retry_scheduled_total", ("step", "2s"), 1.0),
+        ("notify_retry_scheduled_total", ("step", "3s"), 1.0),
+        ("notify_retry_scheduled_total", ("step", "deferred"), 1.0),
+        ("notify_retry_moved_total", ("step", "2s"), 1.0),
+        ("notify_retry_moved_total", ("step", "3s"), 1.0),
+        ("notify_retry_expired_total", ("step", "1s"), 1.0),
+        ("notify_dead_letters_total", ("class", "retries_exhausted"), 1.0),
+        ("notify_dead_letters_total", ("class", "validation"), 1.0),
     ] {
-        assert!(metrics.contains(line), "{line} missing in\n{metrics}");
+        assert_eq!(
+            notify_tests::metric(&metrics, name, &[label]),
+            Some(value),
+            "{name}{label:?} in\n{metrics}"
+        );
     }
     let origin_again = env.reader(&l.origin).raw(5, Duration::from_secs(2));
     assert_eq!(origin_again.len(), 4, "f did not come back early");
@@ -259,17 +264,13 @@ async fn a_partition_holding_too_many_is_paused_and_loses_nothing() {
         assert!(waited >= DELAY_MS, "back after {waited} ms");
     }
     let metrics = running.metrics.render();
-    let pauses = metrics
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(&format!(
-                "notify_retry_partition_pauses_total{{topic=\"{}\"}} ",
-                l.steps[0]
-            ))
-        })
-        .and_then(|v| v.parse::<u64>().ok());
+    let pauses = notify_tests::metric(
+        &metrics,
+        "notify_retry_partition_pauses_total",
+        &[("topic", &l.steps[0])],
+    );
     assert!(
-        pauses.is_some_and(|p| p >= 1),
+        pauses.is_some_and(|p| p >= 1.0),
         "the partition was paused: {metrics}"
     );
     stop(token, running).await;

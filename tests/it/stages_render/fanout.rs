@@ -127,17 +127,15 @@ async fn two_ios_one_android_email_and_phone_fan_out_to_five_messages() {
     }
     assert_eq!(e[0].value.html_body.as_deref(), Some("<p>From Firefox</p>"));
     assert_eq!(s[0].value.body, "New sign-in from Firefox");
+    // No status per message on the way (ACCEPTED came from dedup; delivery says SENT).
     let st = env
         .reader(&status)
-        .records::<DeliveryStatus>(&env.codec, 5, Duration::from_secs(20))
+        .records::<DeliveryStatus>(&env.codec, 1, Duration::from_secs(3))
         .await;
-    let accepted = statuses(&st, Outcome::Accepted);
-    assert_eq!(accepted.len(), 5);
-    assert!(accepted.iter().all(|s| {
-        s.recipient
-            .as_deref()
-            .is_some_and(|r| r.starts_with("***") || r.contains("***@"))
-    }));
+    assert!(
+        statuses(&st, Outcome::Accepted).is_empty(),
+        "an intermediate status without runtime.intermediate_status: {st:?}"
+    );
     for p in [stage1, stage2, stage3] {
         p.stop().await.expect("clean stop");
     }

@@ -61,7 +61,7 @@ impl Worker {
         self.metrics
             .base
             .dead_letters
-            .with_label_values(&[class.as_str()])
+            .with_label_values(&[crate::NAME, class.as_str()])
             .inc();
         let now = now_ms();
         let mut outs = vec![outgoing::dead_letter(
