@@ -1,18 +1,20 @@
-//! The whole chain in one test: request → preferences → dedup → templates → ratelimit →
-//! fanout → the four delivery processors → the provider sandbox and the real SMTP server;
-//! then an invalid APNs token fed back so the next request skips that device.
+//! The whole pipeline: request → forwarding, preferences, dedup, templates, rate limits and
+//! fan-out (the chain, or the same stages each in its own processor) → the four delivery
+//! processors → the provider sandbox and the real SMTP server; then an invalid APNs token fed
+//! back so the next request skips that device.
 
 use std::collections::BTreeMap;
 
 use notify_runtime::records::{
-    DeliveryChannel, DeliveryStatus, Device, NotificationRequest, Outcome, Platform, Priority,
+    DeliveryStatus, Device, NotificationRequest, Outcome, Platform, Priority,
     UserProfile, mask,
 };
+use notify_runtime::records::Channel;
 use notify_runtime::{CancellationToken, Config};
 use notify_sandbox::{FaultSpec, Provider};
 use serde_json::json;
 
-use crate::delivery::{Mail, Stack, device_token, mails_to};
+use crate::delivery::{Mail, Stack, Started, device_token, mails_to};
 
 /// The stages before delivery, with their topics pointed at this test's.
 pub(crate) fn stage_config(stack: &Stack, topics: &BTreeMap<&str, String>) -> Config {
@@ -53,6 +55,169 @@ pub(crate) fn stage_config(stack: &Stack, topics: &BTreeMap<&str, String>) -> Co
     config
 }
 
+/// How the stages before delivery are deployed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `notify run chain`: the default deployment.
+    Chain,
+    /// `notify run preferences|dedup|templates|ratelimit|fanout`, a topic between each.
+    Split,
+}
+
+/// The whole pipeline in this process, as the chart deploys it: the stages before delivery
+/// (chain or split), the four delivery processors and the retry ladder (one 1 s step, then
+/// dead letters), on this test's topics, keyspace and provider sandbox.
+pub struct Pipeline {
+    pub stack: Stack,
+    pub mode: Mode,
+    pub config: Config,
+    /// Topics of the stages, by name (`requests`, `users`, `deferred`, ...).
+    pub topics: BTreeMap<&'static str, String>,
+    shutdown: CancellationToken,
+    stages: Vec<tokio::task::JoinHandle<Result<(), String>>>,
+    deliveries: Vec<Started>,
+}
+
+/// At most 3 pushes per user an hour, as dev/notify.toml has it.
+fn push_rule() -> toml::Value {
+    toml::Value::Table(toml::toml! { channel = "PUSH"
+    max = 3
+    window_secs = 3600 })
+}
+
+impl Pipeline {
+    /// The default deployment (the chain), 2 partitions per topic.
+    pub async fn start(name: &str) -> Pipeline {
+        Self::start_with(name, Mode::Chain, 2).await
+    }
+
+    pub async fn start_with(name: &str, mode: Mode, partitions: i32) -> Pipeline {
+        let stack = Stack::new(name, Mail::Smtp).await;
+        let names = [
+            "requests",
+            "users",
+            "preferences",
+            "deduped",
+            "rendered",
+            "limited",
+            "deferred",
+        ];
+        let mut spec: Vec<(&str, i32)> = names.iter().map(|n| (*n, partitions)).collect();
+        spec.push(("templates", 1));
+        let created = stack.env.create_topics(&spec).await;
+        let topics: BTreeMap<&'static str, String> = names
+            .iter()
+            .copied()
+            .chain(["templates"])
+            .zip(created)
+            .collect();
+        let mut config = stage_config(&stack, &topics);
+        if let Some(toml::Value::Table(t)) = config.processors.get_mut("ratelimit") {
+            t.insert("rules".into(), toml::Value::Array(vec![push_rule()]));
+        }
+        config.processors.insert(
+            notify_retry::NAME.into(),
+            crate::retry::settings(
+                std::slice::from_ref(&stack.retry),
+                &[1_000],
+                &topics["deferred"],
+            ),
+        );
+        let templates =
+            notify_cli::templates::load_dir(&notify_tests::repo_root().join("dev/templates"))
+                .expect("demo templates");
+        notify_cli::templates::push(&config, &topics["templates"], &templates)
+            .await
+            .expect("templates pushed");
+        let shutdown = CancellationToken::new();
+        let mut stages = Vec::new();
+        let before_delivery: &[&'static str] = match mode {
+            Mode::Chain => &[notify_chain::NAME],
+            Mode::Split => &["preferences", "dedup", "templates", "ratelimit", "fanout"],
+        };
+        for stage in before_delivery.iter().copied().chain([notify_retry::NAME]) {
+            let (config, token) = (config.clone(), shutdown.clone());
+            stages.push(tokio::spawn(async move {
+                let result = notify_cli::run::run(stage, config, token).await;
+                result.map_err(|e| format!("{stage}: {e:#}"))
+            }));
+        }
+        let mut deliveries = Vec::new();
+        for channel in notify_runtime::records::DeliveryChannel::ALL {
+            deliveries.push(stack.start(channel, config.clone()).await);
+        }
+        // The chain takes its partitions over (its tables load) before requests count.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        Pipeline {
+            stack,
+            mode,
+            config,
+            topics,
+            shutdown,
+            stages,
+            deliveries,
+        }
+    }
+
+    /// A user with one iOS device (token from `device_token(user)`), optionally opted out of
+    /// a category.
+    pub async fn add_user(&self, user: &str, opt_out_category: Option<&str>) -> String {
+        let token = device_token(user);
+        let profile = UserProfile {
+            user_id: user.into(),
+            email: None,
+            phone: None,
+            devices: vec![Device {
+                token: token.clone(),
+                platform: Platform::Ios,
+                enabled: true,
+            }],
+            locale: "en".into(),
+            timezone: "UTC".into(),
+            opt_out_channels: vec![],
+            opt_out_categories: opt_out_category.into_iter().map(String::from).collect(),
+            quiet_hours: None,
+        };
+        self.stack
+            .env
+            .produce(&self.topics["users"], user, &profile)
+            .await;
+        token
+    }
+
+    /// A push request the demo templates render.
+    pub fn request(event_id: &str, user: &str) -> NotificationRequest {
+        let mut r = crate::foundation::request(event_id, user);
+        r.channels = vec![Channel::Push];
+        r.priority = Priority::High;
+        r.created_at = notify_runtime::now_ms();
+        r.data = [("amount", "9.99 EUR"), ("due_date", "1 Dec")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        r
+    }
+
+    pub async fn send(&self, r: &NotificationRequest) {
+        self.stack
+            .env
+            .produce(&self.topics["requests"], &r.user_id, r)
+            .await;
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for stage in self.stages {
+            stage
+                .await
+                .expect("stage task")
+                .expect("stage stops cleanly");
+        }
+        for d in self.deliveries {
+            d.stop().await;
+        }
+    }
+}
+
 fn request(event_id: &str, user_id: &str) -> NotificationRequest {
     NotificationRequest {
         event_id: event_id.into(),
@@ -75,35 +240,19 @@ fn request(event_id: &str, user_id: &str) -> NotificationRequest {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_request_reaches_every_provider_once_and_an_invalid_token_is_skipped_next_time() {
-    let stack = Stack::new("pipeline", Mail::Smtp).await;
-    let env = &stack.env;
-    let names = [
-        "requests",
-        "users",
-        "preferences",
-        "deduped",
-        "rendered",
-        "limited",
-        "deferred",
-    ];
-    let mut spec: Vec<(&str, i32)> = names.iter().map(|n| (*n, 2)).collect();
-    spec.push(("templates", 1));
-    let created = env.create_topics(&spec).await;
-    let topics: BTreeMap<&str, String> = names
-        .iter()
-        .copied()
-        .chain(["templates"])
-        .zip(created)
-        .collect();
-    let config = stage_config(&stack, &topics);
+async fn the_chain_delivers_every_channel_once_and_skips_a_dead_token_next_time() {
+    every_channel_once_then_skip_a_dead_token("pipeline_chain", Mode::Chain).await;
+}
 
-    let templates =
-        notify_cli::templates::load_dir(&notify_tests::repo_root().join("dev/templates"))
-            .expect("demo templates");
-    notify_cli::templates::push(&config, &topics["templates"], &templates)
-        .await
-        .expect("templates pushed");
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn split_stages_deliver_every_channel_once_and_skip_a_dead_token_next_time() {
+    every_channel_once_then_skip_a_dead_token("pipeline_split", Mode::Split).await;
+}
+
+async fn every_channel_once_then_skip_a_dead_token(name: &str, mode: Mode) {
+    let p = Pipeline::start_with(name, mode, 2).await;
+    let (stack, topics) = (&p.stack, &p.topics);
+    let env = &stack.env;
     let user = format!("{}-user", env.id);
     let (ios_a, ios_b) = (
         device_token(&format!("{user}-a")),
@@ -139,19 +288,6 @@ async fn a_request_reaches_every_provider_once_and_an_invalid_token_is_skipped_n
         quiet_hours: None,
     };
     env.produce(&topics["users"], &user, &profile).await;
-
-    let shutdown = CancellationToken::new();
-    let mut stages = Vec::new();
-    for name in ["preferences", "dedup", "templates", "ratelimit", "fanout"] {
-        let (config, token) = (config.clone(), shutdown.clone());
-        stages.push(tokio::spawn(async move {
-            notify_cli::run::run(name, config, token).await
-        }));
-    }
-    let mut deliveries = Vec::new();
-    for channel in DeliveryChannel::ALL {
-        deliveries.push(stack.start(channel, config.clone()).await);
-    }
 
     // 1. One request, every channel: exactly one message per contact point, all SENT.
     env.produce(&topics["requests"], &user, &request("r1", &user))
@@ -232,14 +368,5 @@ async fn a_request_reaches_every_provider_once_and_an_invalid_token_is_skipped_n
         "no new message to the dead token"
     );
 
-    shutdown.cancel();
-    for stage in stages {
-        stage
-            .await
-            .expect("stage task")
-            .expect("stage stops cleanly");
-    }
-    for d in deliveries {
-        d.stop().await;
-    }
+    p.stop().await;
 }

@@ -141,7 +141,7 @@ pub fn profile(user_id: &str) -> UserProfile {
 
 /// A fixed-offset IANA zone (not UTC) where it is now 23:xx, so 22:00–07:00 holds now and
 /// crosses midnight; and the end of that window in epoch millis.
-fn zone_at_late_evening() -> (String, i64) {
+pub(crate) fn zone_at_late_evening() -> (String, i64) {
     let now = Utc::now();
     let mut offset = (23 - now.hour() as i32).rem_euclid(24);
     if offset > 14 {
