@@ -79,11 +79,31 @@ pub fn stages(name: &str, config: &Config) -> Vec<String> {
                 .collect(),
         }
     }
-    let mut errors = table(config, notify_preferences::NAME, notify_preferences::Settings::check);
-    errors.extend(table(config, notify_dedup::NAME, notify_dedup::Settings::check));
-    errors.extend(table(config, notify_templates::NAME, notify_templates::Settings::check));
-    errors.extend(table(config, notify_ratelimit::NAME, notify_ratelimit::Settings::check));
-    errors.extend(table(config, notify_fanout::NAME, notify_fanout::Settings::check));
+    let mut errors = table(
+        config,
+        notify_preferences::NAME,
+        notify_preferences::Settings::check,
+    );
+    errors.extend(table(
+        config,
+        notify_dedup::NAME,
+        notify_dedup::Settings::check,
+    ));
+    errors.extend(table(
+        config,
+        notify_templates::NAME,
+        notify_templates::Settings::check,
+    ));
+    errors.extend(table(
+        config,
+        notify_ratelimit::NAME,
+        notify_ratelimit::Settings::check,
+    ));
+    errors.extend(table(
+        config,
+        notify_fanout::NAME,
+        notify_fanout::Settings::check,
+    ));
     errors
 }
 

@@ -176,6 +176,19 @@ macro_rules! chain {
     };
 }
 
+/// Headers that describe the request itself and travel with it to the next stage's topic
+/// (a replay's run id must reach delivery, so that the ledger decides what is resent).
+pub const CARRIED_HEADERS: [&str; 1] = [crate::headers::REPLAY_RUN];
+
+fn carried_headers(record: &RecordMeta) -> Vec<(String, Vec<u8>)> {
+    record
+        .headers
+        .iter()
+        .filter(|(k, _)| CARRIED_HEADERS.contains(&k.as_str()))
+        .cloned()
+        .collect()
+}
+
 /// Runs a stage (or a chain of them) as a processor: the input decoded from the input topic,
 /// the last stage's records written to its output, side outputs as they are.
 pub struct StageProcessor<S>(pub S);
@@ -197,7 +210,12 @@ where
             Err(e) => rejected(e, self.0.name())?,
         };
         let mut outputs = emit.side;
-        outputs.extend(emit.next.into_iter().map(|o| self.0.output(o, record)));
+        let carried = carried_headers(record);
+        outputs.extend(emit.next.into_iter().map(|o| {
+            let mut out = self.0.output(o, record);
+            out.headers.extend(carried.iter().cloned());
+            out
+        }));
         match emit.dead_letter {
             None => Ok(outputs),
             Some(dl) => Err(ProcessError::Reject {

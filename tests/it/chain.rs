@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use notify_runtime::records::{
-    Channel, DeliveryStatus, Device, NotificationRequest, Outcome, Platform, Priority,
-    QuietHours, UserProfile,
+    Channel, DeliveryStatus, Device, NotificationRequest, Outcome, Platform, Priority, QuietHours,
+    UserProfile,
 };
 use notify_sandbox::Provider;
 use notify_tests::{decode_all, eventually};
@@ -189,8 +189,16 @@ async fn the_chain_and_the_split_stages_decide_a_mixed_workload_alike() {
     assert_eq!(count(Outcome::Duplicate), 2);
     assert_eq!(count(Outcome::RateLimited), 2);
     assert_eq!(count(Outcome::Deferred), 1);
-    assert_eq!(count(Outcome::RenderFailed), 2, "push and e-mail of r-render");
-    assert_eq!(count(Outcome::Accepted), 10, "one per request dedup accepted");
+    assert_eq!(
+        count(Outcome::RenderFailed),
+        2,
+        "push and e-mail of r-render"
+    );
+    assert_eq!(
+        count(Outcome::Accepted),
+        10,
+        "one per request dedup accepted"
+    );
     assert_eq!(count(Outcome::Sent), 14, "{chain_statuses:#?}");
     let providers = |d: &BTreeMap<String, usize>| -> BTreeMap<String, usize> {
         d.iter()
@@ -230,7 +238,10 @@ async fn requests_from_a_crc32_producer_find_profiles_a_murmur2_producer_wrote()
             off_partition += 1;
         }
     }
-    assert!(off_partition > 0, "no request landed off its user's partition");
+    assert!(
+        off_partition > 0,
+        "no request landed off its user's partition"
+    );
     let statuses = settled_statuses(&p, 48).await;
     let sent: Vec<_> = statuses
         .iter()
@@ -242,7 +253,11 @@ async fn requests_from_a_crc32_producer_find_profiles_a_murmur2_producer_wrote()
         "a user was not found: {statuses:#?}"
     );
     for u in &users {
-        assert_eq!(p.stack.delivered(Provider::Apns, &device_token(u)), 1, "{u}");
+        assert_eq!(
+            p.stack.delivered(Provider::Apns, &device_token(u)),
+            1,
+            "{u}"
+        );
     }
     eprintln!("chain_partitioners: {off_partition} of 24 requests forwarded");
     p.stop().await;
@@ -288,7 +303,11 @@ async fn dedup_is_per_user_and_event_whatever_the_producer() {
     assert_eq!(of("e-ten", "u-c", Outcome::Duplicate), 9);
     assert_eq!(of("e-ten", "u-c", Outcome::Sent), 1);
     for u in ["u-a", "u-b", "u-c"] {
-        assert_eq!(p.stack.delivered(Provider::Apns, &device_token(u)), 1, "{u}");
+        assert_eq!(
+            p.stack.delivered(Provider::Apns, &device_token(u)),
+            1,
+            "{u}"
+        );
     }
     p.stop().await;
 }

@@ -245,6 +245,14 @@ async fn sigkill_at_random_points_leaves_one_copy_per_id() {
     assert!(done.is_some(), "not every id went downstream");
     assert_exactly_once(&per_id, &distinct);
     // Read committed, each request has one status: what a redo wrote again was aborted.
-    assert_eq!(statuses.get("Accepted").copied(), Some(distinct.len()), "{statuses:?}");
-    assert_eq!(statuses.get("Duplicate").copied(), Some(N - distinct.len()), "{statuses:?}");
+    assert_eq!(
+        statuses.get("Accepted").copied(),
+        Some(distinct.len()),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.get("Duplicate").copied(),
+        Some(N - distinct.len()),
+        "{statuses:?}"
+    );
 }

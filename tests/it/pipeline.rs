@@ -5,11 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use notify_runtime::records::{
-    DeliveryStatus, Device, NotificationRequest, Outcome, Platform, Priority,
-    UserProfile, mask,
-};
 use notify_runtime::records::Channel;
+use notify_runtime::records::{
+    DeliveryStatus, Device, NotificationRequest, Outcome, Platform, Priority, UserProfile, mask,
+};
 use notify_runtime::{CancellationToken, Config};
 use notify_sandbox::{FaultSpec, Provider};
 use serde_json::json;

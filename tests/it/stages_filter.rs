@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::{Timelike, Utc};
 use notify_dedup::ledger::conformance;
-use notify_runtime::Metrics;
 use notify_runtime::Config;
+use notify_runtime::Metrics;
 use notify_runtime::dlq::retry;
 use notify_runtime::records::{
     Channel, DeliveryChannel, DeliveryStatus, Device, NotificationRequest, Outcome, Platform,
@@ -361,14 +361,22 @@ async fn ten_copies_from_two_partitioners_pass_once_per_user() {
     for i in 0..50 {
         let candidate = format!("u-same-{i}");
         let p = env
-            .produce_partitioned("consistent_random", &s.users, &candidate, &profile(&candidate))
+            .produce_partitioned(
+                "consistent_random",
+                &s.users,
+                &candidate,
+                &profile(&candidate),
+            )
             .await;
         if p != owner(&candidate) {
             user = candidate;
             break;
         }
     }
-    assert!(!user.is_empty(), "no user with differing partitions in 50 tries");
+    assert!(
+        !user.is_empty(),
+        "no user with differing partitions in 50 tries"
+    );
     env.produce(&s.users, "u-other", &profile("u-other")).await;
     let copy = request("same-id", &user);
     let sends = (0..10).map(|i| {
@@ -397,7 +405,10 @@ async fn ten_copies_from_two_partitioners_pass_once_per_user() {
         .reader(&s.deduped)
         .records::<RoutedNotification>(&env.codec, 2, Duration::from_secs(30))
         .await;
-    let mut users: Vec<&str> = out.iter().map(|r| r.value.request.user_id.as_str()).collect();
+    let mut users: Vec<&str> = out
+        .iter()
+        .map(|r| r.value.request.user_id.as_str())
+        .collect();
     users.sort_unstable();
     let mut expected = vec![user.as_str(), "u-other"];
     expected.sort_unstable();

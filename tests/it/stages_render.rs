@@ -87,9 +87,7 @@ pub async fn start_templates(
         templates_topic: templates_topic.into(),
         ..Default::default()
     };
-    let table: Table<Template> = Table::global(config, templates_topic)
-        .await
-        .expect("table");
+    let table: Table<Template> = Table::global(config, templates_topic).await.expect("table");
     let metrics = notify_runtime::Metrics::new(notify_templates::NAME);
     let p = notify_templates::processor(table, &settings, config, &metrics);
     env.start_stage(p, notify_templates::NAME, &[input], config.clone(), metrics)

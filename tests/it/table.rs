@@ -28,9 +28,7 @@ async fn table_sees_every_update_written_before_a_sync() {
         let user = format!("u{i}");
         env.produce(&topic, &user, &profile(&user, "en")).await;
     }
-    let table: Table<UserProfile> = Table::global(&env.config, &topic)
-        .await
-        .expect("table");
+    let table: Table<UserProfile> = Table::global(&env.config, &topic).await.expect("table");
     assert!(
         table.sync(Instant::now(), Duration::from_secs(30)).await,
         "initial load"
@@ -64,7 +62,6 @@ async fn table_sees_every_update_written_before_a_sync() {
         table.get("u9").is_some(),
         "a bad record keeps the previous row"
     );
-
 }
 
 /// Rows owned by input partitions are found wherever a producer's partitioner put them (a
@@ -76,7 +73,11 @@ async fn an_owned_table_keeps_the_users_of_its_partitions_from_every_partition()
     let input_partitions = 8;
     for i in 0..40 {
         let user = format!("u{i}");
-        let partitioner = if i % 2 == 0 { "consistent_random" } else { "murmur2_random" };
+        let partitioner = if i % 2 == 0 {
+            "consistent_random"
+        } else {
+            "murmur2_random"
+        };
         env.produce_partitioned(partitioner, &topic, &user, &profile(&user, "en"))
             .await;
     }
@@ -95,9 +96,17 @@ async fn an_owned_table_keeps_the_users_of_its_partitions_from_every_partition()
         .map(|i| format!("u{i}"))
         .filter(|u| mine.contains(&owner(u)))
         .collect();
-    assert_eq!(table.len(), expected.len(), "only the users of partitions 0-3");
+    assert_eq!(
+        table.len(),
+        expected.len(),
+        "only the users of partitions 0-3"
+    );
     for u in &expected {
-        assert!(table.get(u).is_some(), "{u} (owned by {}) missing", owner(u));
+        assert!(
+            table.get(u).is_some(),
+            "{u} (owned by {}) missing",
+            owner(u)
+        );
     }
     // A later update written with the other partitioner replaces the row (latest wins).
     let u = &expected[0];

@@ -17,7 +17,9 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use notify_runtime::codec::AvroCodec;
 use notify_runtime::records::AvroRecord;
 use notify_runtime::runner::Running;
-use notify_runtime::{CancellationToken, Config, Metrics, Processor, RunSpec, Stage, StageProcessor};
+use notify_runtime::{
+    CancellationToken, Config, Metrics, Processor, RunSpec, Stage, StageProcessor,
+};
 
 pub use notify_runtime;
 
@@ -172,7 +174,9 @@ impl TestEnv {
         let bytes = self.codec.encode(topic, value).await.expect("encode");
         let delivered = producer
             .send(
-                FutureRecord::<str, [u8]>::to(topic).key(key).payload(&bytes),
+                FutureRecord::<str, [u8]>::to(topic)
+                    .key(key)
+                    .payload(&bytes),
                 Duration::from_secs(10),
             )
             .await

@@ -106,10 +106,8 @@ pub fn compare(md: &mut String, r: &Report) -> std::fmt::Result {
         .stages
         .iter()
         .find_map(|(n, s)| (n == "dedup").then_some(s.as_ref().ok()).flatten());
-    let concurrency = notify_dedup::with_lanes(
-        notify_runtime::Config::default(),
-        notify_dedup::LANES,
-    );
+    let concurrency =
+        notify_dedup::with_lanes(notify_runtime::Config::default(), notify_dedup::LANES);
     writeln!(
         md,
         "Both are the dedup stage (`notify run dedup`) on the same input ({} routed \

@@ -239,7 +239,11 @@ pub async fn conformance(ledger: &impl Ledger) {
     assert_eq!(ledger.lookup(3, &other_user).await.expect("lookup"), None);
     let mut scanned = ledger.scan(3).await.expect("scan");
     scanned.sort_by(|x, y| x.event_id.cmp(&y.event_id));
-    assert_eq!(scanned, vec![id("a"), id("b")], "only the partition's own ids");
+    assert_eq!(
+        scanned,
+        vec![id("a"), id("b")],
+        "only the partition's own ids"
+    );
 }
 
 #[cfg(test)]

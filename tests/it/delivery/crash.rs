@@ -76,14 +76,19 @@ async fn sigkill_mid_call_and_before_commit_sends_once() {
     // lease (the earlier owner might still finish it), then the message is in doubt: FAILED
     // with the reason, a dead letter of class in_doubt, and no second call.
     let second = spawn(&config_file);
-    let failed = stack.wait_statuses(1, is(&e1, "APNS", Outcome::Failed)).await;
+    let failed = stack
+        .wait_statuses(1, is(&e1, "APNS", Outcome::Failed))
+        .await;
     let reason = failed
         .iter()
         .find(|s| s.event_id == e1)
         .and_then(|s| s.reason.clone())
         .unwrap_or_default();
     assert!(reason.starts_with("in doubt"), "{reason}");
-    let row = stack.ledger_row(&e1, &user, "APNS", &t1).await.expect("row");
+    let row = stack
+        .ledger_row(&e1, &user, "APNS", &t1)
+        .await
+        .expect("row");
     assert_eq!(row.state, State::InDoubt, "{row:?}");
     let calls = stack
         .sandbox
@@ -93,13 +98,12 @@ async fn sigkill_mid_call_and_before_commit_sends_once() {
         .copied()
         .unwrap_or(0);
     assert_eq!(calls, 1, "the provider was called once, never again");
-    let dead = stack
-        .env
-        .reader(&stack.dlq)
-        .raw(1, Duration::from_secs(30));
+    let dead = stack.env.reader(&stack.dlq).raw(1, Duration::from_secs(30));
     assert_eq!(
         dead.first()
-            .and_then(|m| notify_tests::headers_of(m).get("notify.error.class").cloned())
+            .and_then(|m| notify_tests::headers_of(m)
+                .get("notify.error.class")
+                .cloned())
             .as_deref(),
         Some("in_doubt")
     );
@@ -137,7 +141,9 @@ async fn sigkill_mid_call_and_before_commit_sends_once() {
     let all = stack.wait_statuses(1, redo).await;
     kill(fourth);
     assert_eq!(
-        all.iter().filter(|s| is(&e2, "APNS", Outcome::Sent)(s)).count(),
+        all.iter()
+            .filter(|s| is(&e2, "APNS", Outcome::Sent)(s))
+            .count(),
         1,
         "one SENT for e2"
     );

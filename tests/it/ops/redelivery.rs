@@ -16,7 +16,6 @@ use super::pipeline::Pipeline;
 use super::{notify, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs the replay header in dedup and the delivery_messages ledger (issue 12 on main)"]
 async fn replay_delivers_exactly_the_hundred_that_failed_and_nothing_twice() {
     let p = Pipeline::start("ops_redeliver").await;
     let mut tokens = Vec::new();

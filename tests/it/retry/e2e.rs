@@ -255,8 +255,7 @@ async fn a_429_with_retry_after_120s_skips_the_shorter_steps() {
     );
     let held = eventually(Duration::from_secs(10), async || {
         let text = retry.running.metrics.render();
-        (notify_tests::metric(&text, "notify_retry_held_records", &[]) == Some(1.0))
-            .then_some(text)
+        (notify_tests::metric(&text, "notify_retry_held_records", &[]) == Some(1.0)).then_some(text)
     })
     .await
     .expect("held on the last step");

@@ -186,8 +186,7 @@ async fn records_come_back_to_their_origin_when_due() {
     // f still waits (120 s), nothing else came back, and the metrics say so.
     let metrics = eventually(Duration::from_secs(10), async || {
         let text = running.metrics.render();
-        (notify_tests::metric(&text, "notify_retry_held_records", &[]) == Some(1.0))
-            .then_some(text)
+        (notify_tests::metric(&text, "notify_retry_held_records", &[]) == Some(1.0)).then_some(text)
     })
     .await
     .expect("one record held");
@@ -199,7 +198,11 @@ async fn records_come_back_to_their_origin_when_due() {
         ("notify_retry_moved_total", ("step", "2s"), 1.0),
         ("notify_retry_moved_total", ("step", "3s"), 1.0),
         ("notify_retry_expired_total", ("step", "1s"), 1.0),
-        ("notify_dead_letters_total", ("class", "retries_exhausted"), 1.0),
+        (
+            "notify_dead_letters_total",
+            ("class", "retries_exhausted"),
+            1.0,
+        ),
         ("notify_dead_letters_total", ("class", "validation"), 1.0),
     ] {
         assert_eq!(

@@ -72,7 +72,13 @@ async fn two_ios_one_android_email_and_phone_fan_out_to_five_messages() {
     let metrics = notify_runtime::Metrics::new(notify_fanout::NAME);
     let fanout = fanout_processor(&config, &limited, [&apns, &fcm, &sms, &email], &metrics);
     let stage3 = env
-        .start_stage(fanout, notify_fanout::NAME, &[&limited], config.clone(), metrics)
+        .start_stage(
+            fanout,
+            notify_fanout::NAME,
+            &[&limited],
+            config.clone(),
+            metrics,
+        )
         .await;
 
     let user = [

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use notify_ratelimit::{CachedStore, CqlStore, MemoryStore, Rule};
-use notify_runtime::{Config, Metrics};
 use notify_runtime::records::{
     Channel, DeliveryChannel, DeliveryStatus, Outcome, Priority, Rendered, RoutedNotification,
 };
+use notify_runtime::{Config, Metrics};
 use notify_tests::{RunningProcessor, TestEnv};
 
 use super::{routed, wait_for};
