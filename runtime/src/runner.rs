@@ -265,15 +265,7 @@ async fn run_loop<P: Processor>(
     let mut last_received = tokio::time::Instant::now();
     loop {
         // Hand out what we hold, as far as lanes and the in-flight bound allow.
-        while let Some(held) = backlog.pop_front() {
-            match try_dispatch(&shared, &senders, held) {
-                Ok(()) => {}
-                Err(held) => {
-                    backlog.push_front(held);
-                    break;
-                }
-            }
-        }
+        while dispatch_front(&shared, &senders, &mut backlog) {}
         let full = backlog.len() >= HOLD_AT;
         let pause_at = match (full, full_since) {
             (true, Some(since)) => since + PAUSE_AFTER,
@@ -422,17 +414,26 @@ fn hold(shared: &Shared, msg: &BorrowedMessage<'_>) -> Option<Held> {
     Some(Held { record, epoch })
 }
 
-/// Gives `held` to its lane if there is room; hands it back otherwise.
-fn try_dispatch(shared: &Shared, senders: &[mpsc::Sender<Job>], held: Held) -> Result<(), Held> {
+/// Gives the oldest held record to its lane if there is room; false when there is none
+/// (nothing held, the in-flight bound reached, or its lane's queue full).
+fn dispatch_front(
+    shared: &Shared,
+    senders: &[mpsc::Sender<Job>],
+    backlog: &mut VecDeque<Held>,
+) -> bool {
+    let Some(front) = backlog.front() else {
+        return false;
+    };
     let Ok(permit) = shared.in_flight.clone().try_acquire_owned() else {
-        return Err(held);
+        return false;
     };
-    let lane = lane_of(&held.record, senders.len());
-    let slot = match senders[lane].try_reserve() {
-        Ok(slot) => slot,
-        Err(_) => return Err(held),
+    let lane = lane_of(&front.record, senders.len());
+    let Ok(slot) = senders[lane].try_reserve() else {
+        return false;
     };
-    let Held { record, epoch } = held;
+    let Some(Held { record, epoch }) = backlog.pop_front() else {
+        return false;
+    };
     let begun = shared
         .tracker
         .lock()
@@ -441,7 +442,7 @@ fn try_dispatch(shared: &Shared, senders: &[mpsc::Sender<Job>], held: Held) -> R
     if !begun {
         // The partition was revoked (or re-assigned) while we held the record: the current
         // owner reads it again.
-        return Ok(());
+        return true;
     }
     shared
         .metrics
@@ -453,7 +454,7 @@ fn try_dispatch(shared: &Shared, senders: &[mpsc::Sender<Job>], held: Held) -> R
         epoch,
         permit: InFlight::new(permit, shared),
     });
-    Ok(())
+    true
 }
 
 /// Same key, same lane (order per key); keyless records go by partition.
