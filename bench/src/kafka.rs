@@ -158,10 +158,17 @@ impl rdkafka::ClientContext for QuietEof {
 
 impl rdkafka::consumer::ConsumerContext for QuietEof {}
 
-/// A producer tuned for bulk loading (bigger batches than the runtime's).
+/// A producer tuned for bulk loading (bigger batches than the runtime's), with librdkafka's
+/// default partitioner (CRC32 of the key, as the stock Python and Go clients).
 pub fn bulk_producer(bootstrap: &str) -> anyhow::Result<FutureProducer> {
+    bulk_producer_with(bootstrap, "consistent_random")
+}
+
+/// [`bulk_producer`] with another librdkafka partitioner (`murmur2_random`: the Java client's).
+pub fn bulk_producer_with(bootstrap: &str, partitioner: &str) -> anyhow::Result<FutureProducer> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
+        .set("partitioner", partitioner)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "20")

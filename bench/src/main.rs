@@ -35,7 +35,11 @@ pub struct Args {
     /// Which parts to measure (comma-separated); the report covers only those.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Part::ALL)]
     only: Vec<Part>,
-    /// Records pre-filled for the ceiling, the hop and each stage.
+    /// How the whole pipeline runs its stages, in the order measured (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [pipeline::Mode::Chain, pipeline::Mode::Split])]
+    modes: Vec<pipeline::Mode>,
+    /// Records pre-filled for the ceiling, the hop and each stage (and requests for the whole
+    /// pipeline as a chain; one process per stage takes at most 100,000).
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
     /// Seconds of open-loop load for each latency measurement.
@@ -241,13 +245,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         e => e,
     };
     if result.is_ok() && args.only.contains(&Part::Pipeline) {
-        tracing::info!("whole pipeline against the provider sandbox");
-        // A failure is reported in its section, like a stage's, not lost with the others.
-        rep.pipeline = Some(
-            pipeline::measure(&args, &ctx)
+        for &mode in &args.modes {
+            tracing::info!(
+                mode = mode.label(),
+                "whole pipeline against the provider sandbox"
+            );
+            // A failure is reported in its section, like a stage's, not lost with the others.
+            let measured = pipeline::measure(&args, &ctx, mode)
                 .await
-                .map_err(|e| format!("{e:#}")),
-        );
+                .map_err(|e| format!("{e:#}"));
+            rep.pipelines.push((mode, measured));
+        }
     }
     ctx.kafka.delete(&topics).await;
     ctx.kafka.delete(&chain_in).await;
@@ -351,7 +359,14 @@ async fn measure_stages(
     notify_runtime::cql::migrate(&session, &config.cql).await?;
     drop(session);
     let users = (args.records / 10).max(100);
-    stages::fill_reference_data(&ctx.kafka, &ctx.codec, chain, users).await?;
+    stages::fill_reference_data(
+        &ctx.kafka,
+        &ctx.codec,
+        chain,
+        users,
+        stages::Profiles::Mixed,
+    )
+    .await?;
     rep.stages = stages::run(ctx, chain, &keyspace)
         .await
         .into_iter()

@@ -13,6 +13,8 @@ mod watch;
 
 use std::collections::BTreeMap;
 
+pub use procs::Mode;
+
 use crate::{Args, Ctx};
 
 /// Loads of the open-loop phases, as fractions of the maximum rate.
@@ -30,14 +32,17 @@ pub fn lanes_of(name: &str) -> Option<usize> {
         "dedup" => Some(256),
         "retry" => None,
         "ratelimit" => Some(IO_BOUND_LANES),
+        "chain" => Some(notify_chain::ChainSettings::default().lanes),
         n if n.starts_with("deliver-") => Some(IO_BOUND_LANES),
         _ => Some(notify_runtime::config::RuntimeConfig::default().lanes),
     }
 }
-/// Requests pre-filled at most: the whole pipeline drains a few hundred a second here, and
-/// the drain only has to be long enough to be a steady state.
-const MAX_PREFILL: u64 = 50_000;
+/// Requests pre-filled at most for one process per stage, which drains far slower than the
+/// chain: the drain only has to be long enough to be a steady state.
+const MAX_SPLIT_PREFILL: u64 = 100_000;
 const QUICK_PREFILL: u64 = 300;
+/// User profiles at most (each with an iOS and an Android device and a phone number).
+const MAX_USERS: u64 = 50_000;
 
 /// One open-loop phase.
 #[derive(Debug, Clone, Default)]
@@ -81,11 +86,21 @@ pub struct Process {
 #[derive(Debug, Clone, Default)]
 pub struct PipelineResult {
     pub requests: u64,
+    /// Of the pre-filled requests, those written with librdkafka's default partitioner
+    /// (CRC32, as Python and Go clients do); the others with murmur2 (as Java does).
+    pub crc32_requests: u64,
+    /// What the processes did during the drain, from their counters.
+    pub counters: watch::Counters,
     pub users: u64,
     /// False when the pre-filled backlog was not drained within the cap.
     pub complete: bool,
     /// Terminal statuses of the pre-filled requests, first to last, and their rate.
     pub terminal: u64,
+    /// Distinct messages among them (a message with two terminal statuses counts once).
+    pub terminal_messages: u64,
+    /// Provider calls of the drain that repeated an earlier one (the sandbox's count).
+    pub duplicate_sends: u64,
+    pub provider_calls: u64,
     pub seconds: f64,
     pub status_rate: f64,
     /// Pre-filled requests over the same seconds: what the loads are fractions of.
@@ -104,7 +119,35 @@ pub struct PipelineResult {
     pub skipped: Option<String>,
 }
 
+/// Provider calls per request of the throughput workload (iOS, Android, SMS).
+pub const CALLS_PER_REQUEST: u64 = 3;
+
 impl PipelineResult {
+    pub fn per_request(&self, n: f64) -> f64 {
+        n / self.requests.max(1) as f64
+    }
+
+    /// Kafka records written per request: the request itself and everything the processes
+    /// wrote (acknowledged) during the drain.
+    pub fn records_per_request(&self) -> f64 {
+        let written: f64 = self.counters.produced.values().sum();
+        self.per_request(self.requests as f64 + written)
+    }
+
+    pub fn forwarded_share(&self) -> f64 {
+        self.per_request(self.counters.forwarded)
+    }
+
+    /// Machine CPU (every process on the box) per request over the drain, in ms.
+    pub fn cpu_ms_per_request(&self) -> f64 {
+        1_000.0 * self.machine_cores * self.seconds / self.requests.max(1) as f64
+    }
+
+    /// Messages of the drain without a terminal outcome.
+    pub fn lost(&self) -> u64 {
+        (CALLS_PER_REQUEST * self.requests).saturating_sub(self.terminal_messages)
+    }
+
     /// The highest offered rate whose phase, and every lower one, kept its backlog flat: a
     /// lower load that was not sustained makes a higher one that looked sustained noise.
     pub fn max_sustainable(&self) -> Option<&Load> {
@@ -119,17 +162,17 @@ impl PipelineResult {
 }
 
 /// Runs the whole measurement on private topics and a private keyspace, removed afterwards.
-pub async fn measure(args: &Args, ctx: &Ctx) -> anyhow::Result<PipelineResult> {
-    let requests = if args.quick {
-        QUICK_PREFILL
-    } else {
-        args.records.min(MAX_PREFILL)
+pub async fn measure(args: &Args, ctx: &Ctx, mode: Mode) -> anyhow::Result<PipelineResult> {
+    let requests = match (args.quick, mode) {
+        (true, _) => QUICK_PREFILL,
+        (false, Mode::Chain) => args.records,
+        (false, Mode::Split) => args.records.min(MAX_SPLIT_PREFILL),
     };
-    let topics = procs::Topics::new(ctx);
+    let topics = procs::Topics::new(ctx, mode);
     let (plain, stamped) = topics.all();
     ctx.kafka.create(&plain, false).await?;
     ctx.kafka.create(&stamped, true).await?;
-    let keyspace = format!("bench_{}_pipe", ctx.run_id);
+    let keyspace = format!("bench_{}_{}", ctx.run_id, mode.label());
     let mut config = notify_runtime::Config::load(None)?;
     config.cql.keyspace = keyspace.clone();
     let session = notify_runtime::cql::connect(&config.cql).await?;
@@ -137,9 +180,10 @@ pub async fn measure(args: &Args, ctx: &Ctx) -> anyhow::Result<PipelineResult> {
         notify_runtime::cql::migrate(&session, &config.cql).await?;
         let plan = phases::Plan {
             requests,
-            users: (requests / 10).max(100),
+            users: (requests / 10).clamp(100, MAX_USERS),
             phase_seconds: args.latency_seconds.max(if args.quick { 2.0 } else { 1.0 }),
             quick: args.quick,
+            mode,
         };
         phases::run(ctx, &topics, &keyspace, &plan).await
     }

@@ -70,9 +70,12 @@ pub fn draw(r: &Report, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         &lat,
         &mut files,
     )?;
-    if let Some(Ok(p)) = &r.pipeline {
-        pipeline(p, dir, &mut files)?;
+    for (mode, run) in &r.pipelines {
+        if let Ok(p) = run {
+            pipeline(p, mode.label(), dir, &mut files)?;
+        }
     }
+    against_load(r, dir, &mut files)?;
     Ok(files)
 }
 
@@ -94,13 +97,16 @@ fn cdf_if_any(
 /// latency distribution at each load.
 fn pipeline(
     p: &crate::pipeline::PipelineResult,
+    mode: &str,
     dir: &Path,
     files: &mut Vec<PathBuf>,
 ) -> anyhow::Result<()> {
-    let path = dir.join("pipeline-throughput.png");
+    let path = dir.join(format!("pipeline-{mode}-throughput.png"));
     throughput(
         &path,
-        "Whole pipeline: terminal statuses/s and open-loop requests/s (1 s buckets)",
+        &format!(
+            "Whole pipeline ({mode}): terminal statuses/s and open-loop requests/s (1 s buckets)"
+        ),
         &[
             ("terminal statuses/s".into(), p.statuses_timeline.clone()),
             ("requests sent/s".into(), p.sent_timeline.clone()),
@@ -119,11 +125,64 @@ fn pipeline(
         })
         .collect();
     cdf_if_any(
-        dir.join("pipeline-latency.png"),
-        "Whole pipeline latency (created_at to SENT status append), CDF",
+        dir.join(format!("pipeline-{mode}-latency.png")),
+        &format!("Whole pipeline ({mode}) latency (created_at to SENT status append), CDF"),
         &lat,
         files,
     )
+}
+
+/// Requests completed per second and p99 latency against the offered load, each mode a line.
+fn against_load(r: &Report, dir: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    let runs: Vec<(&str, &crate::pipeline::PipelineResult)> = r
+        .pipelines
+        .iter()
+        .filter_map(|(m, run)| run.as_ref().ok().map(|p| (m.label(), p)))
+        .filter(|(_, p)| !p.loads.is_empty())
+        .collect();
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let calls = crate::pipeline::CALLS_PER_REQUEST as f64;
+    let done: Vec<(String, Vec<(f64, f64)>)> = runs
+        .iter()
+        .map(|(m, p)| {
+            let points = p.loads.iter().map(|l| (l.rate, l.statuses_per_s / calls));
+            (m.to_string(), points.collect())
+        })
+        .collect();
+    let path = dir.join("pipeline-load-throughput.png");
+    lines(
+        &path,
+        "Whole pipeline: requests completed/s against requests offered/s",
+        (
+            "requests/s offered",
+            "requests/s completed (terminal statuses / 3)",
+        ),
+        &done,
+    )?;
+    files.push(path);
+    let p99: Vec<(String, Vec<(f64, f64)>)> = runs
+        .iter()
+        .map(|(m, p)| {
+            let points = p.loads.iter().map(|l| {
+                (
+                    l.rate,
+                    crate::report::sections::quantile(&l.latencies_ms, 0.99),
+                )
+            });
+            (m.to_string(), points.filter(|q| q.1.is_finite()).collect())
+        })
+        .collect();
+    let path = dir.join("pipeline-load-p99.png");
+    lines(
+        &path,
+        "Whole pipeline: p99 latency (created_at to SENT) against requests offered/s",
+        ("requests/s offered", "p99 ms"),
+        &p99,
+    )?;
+    files.push(path);
+    Ok(())
 }
 
 /// Moving average over `k` points: 100 ms samples are too jumpy to read.
@@ -142,6 +201,21 @@ fn smooth(points: &[(f64, f64)], k: usize) -> Vec<(f64, f64)> {
 fn throughput(
     path: &Path,
     title: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> anyhow::Result<()> {
+    lines(
+        path,
+        title,
+        ("seconds since the processor started", "records/s"),
+        series,
+    )
+}
+
+/// Line series on one chart, axes from zero to the largest value.
+fn lines(
+    path: &Path,
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
     series: &[(String, Vec<(f64, f64)>)],
 ) -> anyhow::Result<()> {
     let x_max = series
@@ -164,8 +238,8 @@ fn throughput(
         .map_err(|e| anyhow!("{e}"))?;
     chart
         .configure_mesh()
-        .x_desc("seconds since the processor started")
-        .y_desc("records/s")
+        .x_desc(x_desc)
+        .y_desc(y_desc)
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
     for (i, (label, points)) in series.iter().enumerate() {

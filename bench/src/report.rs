@@ -21,7 +21,11 @@ pub struct Report {
     pub hops: Vec<HopResult>,
     pub stages: Vec<(String, Result<crate::stages::StageResult, String>)>,
     pub dedup: Option<dedup::Compare>,
-    pub pipeline: Option<Result<crate::pipeline::PipelineResult, String>>,
+    /// The whole pipeline in each mode measured (chain first).
+    pub pipelines: Vec<(
+        crate::pipeline::Mode,
+        Result<crate::pipeline::PipelineResult, String>,
+    )>,
     pub elapsed_s: f64,
 }
 
@@ -42,7 +46,7 @@ impl Report {
             hops: Vec::new(),
             stages: Vec::new(),
             dedup: None,
-            pipeline: None,
+            pipelines: Vec::new(),
             elapsed_s: 0.0,
         }
     }
@@ -88,7 +92,7 @@ impl Report {
             }
         }
         if self.parts.contains(&Part::Pipeline) {
-            pipeline::check_complete(self.pipeline.as_ref())?;
+            pipeline::check_complete(&self.pipelines)?;
         }
         Ok(())
     }

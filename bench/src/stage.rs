@@ -170,19 +170,10 @@ impl Running {
             .text()
             .await
             .ok()?;
-        let consumed = format!("notify_{}_records_consumed_total", self.processor);
-        let in_flight = format!("notify_{}_in_flight_records", self.processor);
-        let mut c = 0.0;
-        let mut f = None;
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
-            if line.starts_with(&consumed) {
-                c += value.unwrap_or(0.0);
-            } else if line.starts_with(&in_flight) {
-                f = value;
-            }
-        }
-        Some((c, f?))
+        let c = notify_runtime::metrics::sample_sum(&text, "notify_records_consumed_total", &[])
+            .unwrap_or(0.0);
+        let f = notify_runtime::metrics::sample_sum(&text, "notify_in_flight_records", &[])?;
+        Some((c, f))
     }
 
     /// Samples until the processor has consumed `target` records in all and has none in

@@ -7,7 +7,7 @@ use notify_runtime::codec::AvroCodec;
 use notify_runtime::records::{Channel, Device, Platform, Template, UserProfile};
 
 use crate::Ctx;
-use crate::kafka::{Kafka, Pipelined, bulk_producer};
+use crate::kafka::{Kafka, Pipelined};
 use crate::stage::{self, Drain, Sample};
 use crate::workload::{CATEGORIES, user_id};
 
@@ -77,36 +77,66 @@ impl Chain {
 }
 
 /// One profile per user: push device, e-mail and phone, a few opt-outs.
+/// Which user profiles the reference data holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profiles {
+    /// One device each, iOS or Android; some opt-outs (the stage runs' mix).
+    Mixed,
+    /// An iOS and an Android device and a phone each, no opt-outs: a request to push and SMS
+    /// is three provider calls.
+    ThreeChannels,
+}
+
 pub async fn fill_reference_data(
     kafka: &Kafka,
     codec: &AvroCodec,
     chain: &Chain,
     users: u64,
+    profiles: Profiles,
 ) -> anyhow::Result<()> {
-    let mut out = Pipelined::new(bulk_producer(&kafka.bootstrap)?);
+    // Profiles keyed as the project's (and the Java client's) partitioner puts them.
+    let mut out = Pipelined::new(crate::kafka::bulk_producer_with(
+        &kafka.bootstrap,
+        "murmur2_random",
+    )?);
     for i in 0..users {
         let id = user_id(i);
-        let profile = UserProfile {
-            user_id: id.clone(),
-            email: Some(format!("{id}@example.com")),
-            phone: Some(format!("+4915{:09}", i)),
-            devices: vec![Device {
-                token: format!("{:064x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        let mixed = profiles == Profiles::Mixed;
+        let token = |n: u64| format!("{:064x}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let devices = if mixed {
+            vec![Device {
+                token: token(i),
                 platform: if i % 2 == 0 {
                     Platform::Ios
                 } else {
                     Platform::Android
                 },
                 enabled: true,
-            }],
+            }]
+        } else {
+            [Platform::Ios, Platform::Android]
+                .into_iter()
+                .enumerate()
+                .map(|(d, platform)| Device {
+                    token: token(2 * i + d as u64 + 1),
+                    platform,
+                    enabled: true,
+                })
+                .collect()
+        };
+        let profile = UserProfile {
+            user_id: id.clone(),
+            email: Some(format!("{id}@example.com")),
+            phone: Some(format!("+4915{:09}", i)),
+            devices,
             locale: "en".into(),
             timezone: "UTC".into(),
-            opt_out_channels: if i % 20 == 0 {
+            opt_out_channels: if mixed && i % 20 == 0 {
                 vec![Channel::Sms]
             } else {
                 Vec::new()
             },
-            opt_out_categories: if i % 10 == 0 {
+            opt_out_categories: if mixed && i % 10 == 0 {
                 vec!["marketing".into()]
             } else {
                 Vec::new()

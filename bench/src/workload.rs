@@ -25,6 +25,9 @@ pub fn user_id(i: u64) -> String {
 
 pub struct Workload {
     rng: StdRng,
+    /// Every request to push and SMS of a user with two devices (three provider calls), no
+    /// re-sends: the throughput workload of the whole pipeline.
+    three_channels: bool,
     users: u64,
     issued: u64,
     recent: Vec<NotificationRequest>,
@@ -35,6 +38,7 @@ impl Workload {
     pub fn new(seed: u64, users: u64) -> Workload {
         Workload {
             rng: StdRng::seed_from_u64(seed),
+            three_channels: false,
             users: users.max(1),
             issued: 0,
             recent: Vec::with_capacity(RECENT),
@@ -42,12 +46,23 @@ impl Workload {
     }
 
     /// A user id skewed towards a few busy recipients, as real traffic is.
+    /// The throughput workload (see `three_channels`).
+    pub fn three_channels(seed: u64, users: u64) -> Workload {
+        Workload {
+            three_channels: true,
+            ..Workload::new(seed, users)
+        }
+    }
+
     fn user(&mut self) -> String {
         let u: f64 = self.rng.random();
         user_id(((u * u) * self.users as f64) as u64)
     }
 
     fn channels(&mut self) -> Vec<Channel> {
+        if self.three_channels {
+            return vec![Channel::Push, Channel::Sms];
+        }
         match self.rng.random_range(0..100) {
             0..40 => vec![Channel::Push],
             40..65 => vec![Channel::Email],
@@ -70,7 +85,7 @@ impl Workload {
     /// The next request, stamped `created_at`.
     pub fn next(&mut self, created_at: i64) -> NotificationRequest {
         self.issued += 1;
-        if self.issued.is_multiple_of(10) && !self.recent.is_empty() {
+        if self.issued.is_multiple_of(10) && !self.recent.is_empty() && !self.three_channels {
             let pick = self.rng.random_range(0..self.recent.len());
             let mut again = self.recent[pick].clone();
             again.created_at = created_at;

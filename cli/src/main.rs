@@ -107,6 +107,10 @@ enum Command {
         /// Where credentials are loaded from (or generated into) and the key files written.
         #[arg(long, default_value = ".run/creds")]
         creds_dir: PathBuf,
+        /// Accepted messages kept for `GET /sandbox/messages` (the oldest go first); the
+        /// counters of `/sandbox/stats` cover every message. Default: all.
+        #[arg(long)]
+        keep_messages: Option<usize>,
     },
 }
 
@@ -266,8 +270,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             eprintln!("{n} outcomes");
             Ok(())
         }
-        Command::Sandbox { listen, creds_dir } => {
-            sandbox::serve(listen, &creds_dir, notify_runtime::shutdown::on_signals()).await
+        Command::Sandbox {
+            listen,
+            creds_dir,
+            keep_messages,
+        } => {
+            let shutdown = notify_runtime::shutdown::on_signals();
+            sandbox::serve(listen, &creds_dir, keep_messages, shutdown).await
         }
         Command::Dlq { command } => dlq::execute(&config, command).await,
         Command::Replay(args) => notify_cli::replay::execute(&config, *args).await,

@@ -95,11 +95,15 @@ pub fn delivery_config(creds: &TestCredentials, files: &SandboxFiles, base_url: 
 pub async fn serve(
     listen: SocketAddr,
     creds_dir: &Path,
+    keep_messages: Option<usize>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let creds = load_or_generate(creds_dir)?;
     let handle =
         notify_sandbox::serve_with_cancel(creds.sandbox_config(listen), shutdown.clone()).await?;
+    if let Some(n) = keep_messages {
+        handle.keep_messages(n);
+    }
     let base_url = handle.base_url();
     let files = write_files(&creds, creds_dir, &base_url)?;
     println!("provider sandbox listening on {base_url}");

@@ -279,6 +279,39 @@ pub fn partition_stats(statistics: &[u8]) -> Vec<PartitionStats> {
     out
 }
 
+/// The value of the series `name` in Prometheus text whose labels include all of `labels`
+/// (the sum when several match); None when no series matches. For tools and tests that read
+/// a processor's `/metrics`.
+pub fn sample_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut total = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if series_name != name {
+            continue;
+        }
+        let has = |k: &str, v: &str| {
+            series_labels
+                .split(',')
+                .filter_map(|pair| pair.split_once('='))
+                .any(|(pk, pv)| {
+                    pk == k && pv.strip_prefix('"').and_then(|x| x.strip_suffix('"')) == Some(v)
+                })
+        };
+        if labels.iter().all(|(k, v)| has(k, v))
+            && let Ok(v) = value.parse::<f64>()
+        {
+            *total.get_or_insert(0.0) += v;
+        }
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

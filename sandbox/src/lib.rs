@@ -159,6 +159,12 @@ impl SandboxHandle {
         self.state.records.clear();
     }
 
+    /// Keeps at most `n` accepted messages for [`Self::messages`] (oldest dropped first);
+    /// the counters in [`Self::stats`] still cover every message.
+    pub fn keep_messages(&self, n: usize) {
+        self.state.records.keep_messages(n);
+    }
+
     /// Request counters, including how many OAuth2 token exchanges FCM clients made.
     pub fn stats(&self) -> SandboxStats {
         self.state.records.stats()

@@ -37,23 +37,50 @@ pub struct RecordedMessage {
     pub received_at: i64,
 }
 
-/// Counts of requests per provider, accepted or not, and of FCM token exchanges.
+/// Counts of requests per provider, accepted or not, and of FCM token exchanges; messages
+/// accepted, and how many of them repeated an earlier one exactly (same provider, recipient
+/// and body: a second send of the same notification).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SandboxStats {
     pub requests: BTreeMap<Provider, u64>,
     pub fcm_token_requests: u64,
+    #[serde(default)]
+    pub accepted: u64,
+    #[serde(default)]
+    pub repeated: u64,
 }
 
-#[derive(Default)]
 pub(crate) struct Recorder {
     inner: Mutex<Inner>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            inner: Mutex::new(Inner {
+                keep: usize::MAX,
+                ..Inner::default()
+            }),
+        }
+    }
 }
 
 #[derive(Default)]
 struct Inner {
     next_id: u64,
-    messages: Vec<RecordedMessage>,
+    messages: std::collections::VecDeque<RecordedMessage>,
+    /// Messages kept for `/sandbox/messages` at most (the oldest go first); counts and
+    /// fingerprints cover every message regardless.
+    keep: usize,
+    fingerprints: std::collections::HashSet<u64>,
     stats: SandboxStats,
+}
+
+fn fingerprint(m: &Accepted) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (m.provider, &m.recipient, m.body.to_string()).hash(&mut h);
+    h.finish()
 }
 
 /// Fields of a recorded message that the provider handler fills in.
@@ -68,10 +95,21 @@ pub(crate) struct Accepted {
 
 impl Recorder {
     pub fn record(&self, m: Accepted) {
+        let print = fingerprint(&m);
         let mut inner = lock(&self.inner);
         inner.next_id += 1;
+        inner.stats.accepted += 1;
+        if !inner.fingerprints.insert(print) {
+            inner.stats.repeated += 1;
+        }
+        if inner.messages.len() >= inner.keep {
+            inner.messages.pop_front();
+        }
+        if inner.keep == 0 {
+            return;
+        }
         let id = inner.next_id;
-        inner.messages.push(RecordedMessage {
+        inner.messages.push_back(RecordedMessage {
             id,
             provider: m.provider,
             path: m.path,
@@ -107,7 +145,16 @@ impl Recorder {
     pub fn clear(&self) {
         let mut inner = lock(&self.inner);
         inner.messages.clear();
+        inner.fingerprints.clear();
         inner.stats = SandboxStats::default();
+    }
+
+    pub fn keep_messages(&self, n: usize) {
+        let mut inner = lock(&self.inner);
+        inner.keep = n;
+        while inner.messages.len() > n {
+            inner.messages.pop_front();
+        }
     }
 
     pub fn stats(&self) -> SandboxStats {

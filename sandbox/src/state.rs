@@ -20,6 +20,10 @@ pub(crate) struct AppState {
     pub fcm_key: DecodingKey,
     /// Access token -> expiry (unix seconds) for tokens issued by the FCM token URI.
     pub fcm_tokens: Mutex<HashMap<String, u64>>,
+    /// APNs provider tokens whose signature and issuer were verified -> their `iat`. A
+    /// client reuses one token for up to an hour (as Apple asks), so the signature check is
+    /// done once per token, not once per push; age is still checked on every request.
+    pub apns_verified: Mutex<HashMap<String, u64>>,
 }
 
 impl AppState {
@@ -36,6 +40,7 @@ impl AppState {
             apns_key,
             fcm_key,
             fcm_tokens: Mutex::new(HashMap::new()),
+            apns_verified: Mutex::new(HashMap::new()),
         })
     }
 

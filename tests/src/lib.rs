@@ -450,35 +450,7 @@ pub async fn eventually<T>(
     }
 }
 
-/// The value of the series `name` in Prometheus text whose labels include all of `labels`
-/// (the sum when several match); None when no series matches.
-pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut total = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let (series, value) = match line.rsplit_once(' ') {
-            Some(parts) => parts,
-            None => continue,
-        };
-        let (series_name, series_labels) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if series_name != name {
-            continue;
-        }
-        let has = |k: &str, v: &str| {
-            series_labels
-                .split(',')
-                .any(|pair| pair == format!("{k}=\"{v}\""))
-        };
-        if labels.iter().all(|(k, v)| has(k, v))
-            && let Ok(v) = value.parse::<f64>()
-        {
-            *total.get_or_insert(0.0) += v;
-        }
-    }
-    total
-}
+pub use notify_runtime::metrics::sample_sum as metric;
 
 /// [`metric`] of the processor serving `/metrics` at `url`.
 pub async fn scrape(url: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {

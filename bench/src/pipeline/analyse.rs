@@ -16,6 +16,8 @@ pub struct Status {
     pub at: i64,
     pub event_id: String,
     pub outcome: Outcome,
+    /// Channel and masked recipient: which of the request's messages it is about.
+    pub message: String,
 }
 
 /// An outcome that ends a notification's path through the pipeline (ACCEPTED, DEFERRED and
@@ -63,6 +65,11 @@ pub async fn statuses(ctx: &Ctx, topic: &str) -> anyhow::Result<Vec<Status>> {
             at,
             event_id: s.event_id,
             outcome: s.outcome,
+            message: format!(
+                "{}/{}",
+                s.channel.unwrap_or_default(),
+                s.recipient.unwrap_or_default()
+            ),
         });
     }
     out.sort_by_key(|s| s.at);
@@ -73,6 +80,8 @@ pub async fn statuses(ctx: &Ctx, topic: &str) -> anyhow::Result<Vec<Status>> {
 /// statuses, the first and the last, and the count of every outcome.
 pub struct DrainFigures {
     pub terminal: u64,
+    /// Distinct messages (event, channel, recipient) with a terminal status.
+    pub messages: u64,
     /// Append times of the first and the last terminal status.
     pub first: i64,
     pub last: i64,
@@ -92,6 +101,7 @@ impl DrainFigures {
 pub fn drain(statuses: &[Status], created: &HashMap<String, i64>, until: i64) -> DrainFigures {
     let mut outcomes = BTreeMap::new();
     let (mut first, mut last, mut count) = (i64::MAX, i64::MIN, 0u64);
+    let mut seen = std::collections::HashSet::new();
     for s in statuses {
         // Before the first phase, both made and answered: a phase's re-send of a pre-filled
         // id is answered later (DUPLICATE) and belongs to that phase.
@@ -101,12 +111,14 @@ pub fn drain(statuses: &[Status], created: &HashMap<String, i64>, until: i64) ->
         *outcomes.entry(outcome_name(s.outcome)).or_insert(0) += 1;
         if terminal(s.outcome) {
             count += 1;
+            seen.insert((s.event_id.as_str(), s.message.as_str()));
             first = first.min(s.at);
             last = last.max(s.at);
         }
     }
     DrainFigures {
         terminal: count,
+        messages: seen.len() as u64,
         first,
         last,
         outcomes,
@@ -170,6 +182,7 @@ mod tests {
             at,
             event_id: id.into(),
             outcome,
+            message: "APNS/…abcd".into(),
         }
     }
 

@@ -8,7 +8,7 @@ use notify_runtime::{CancellationToken, now_ms};
 use super::procs::{Sandbox, Topics};
 use super::watch::{self, Watched};
 use super::{LOADS, Load, PipelineResult, analyse, cpu, procs, results};
-use crate::stage::Running;
+use crate::kafka::{Pipelined, bulk_producer, bulk_producer_with};
 use crate::workload::Workload;
 use crate::{Ctx, hop, procfs, stages};
 
@@ -17,6 +17,7 @@ pub struct Plan {
     pub users: u64,
     pub phase_seconds: f64,
     pub quick: bool,
+    pub mode: procs::Mode,
 }
 
 impl Plan {
@@ -43,7 +44,7 @@ const GROWTH_TOLERANCE: f64 = 0.05;
 
 /// What the processes are, for the drive and the read-back.
 struct Procs<'a> {
-    running: Vec<(Running, Vec<String>)>,
+    running: Vec<procs::Started>,
     sandbox: &'a Sandbox,
     tracked: Vec<cpu::Tracked>,
     samples: Vec<cpu::Sample>,
@@ -61,20 +62,21 @@ pub async fn run(
         users = plan.users,
         "pipeline: reference data and backlog"
     );
-    stages::fill_reference_data(&ctx.kafka, &ctx.codec, chain, plan.users).await?;
-    let mut workload = Workload::new(7, plan.users);
-    hop::prefill(
+    stages::fill_reference_data(
         &ctx.kafka,
         &ctx.codec,
-        &mut workload,
-        &chain.requests,
-        plan.requests,
+        chain,
+        plan.users,
+        stages::Profiles::ThreeChannels,
     )
     .await?;
+    let mut workload = Workload::three_channels(7, plan.users);
+    let crc32_requests =
+        prefill_two_partitioners(ctx, &mut workload, &chain.requests, plan.requests).await?;
     let dir = std::env::temp_dir().join(format!("notify-bench-{}-sandbox", ctx.run_id));
     let log = std::env::temp_dir().join(format!("notify-bench-{}-sandbox.log", ctx.run_id));
     let sandbox = Sandbox::start(&ctx.notify_bin, &dir, &log).await?;
-    let running = match procs::spawn_all(ctx, topics, keyspace, &sandbox).await {
+    let running = match procs::spawn_all(ctx, topics, keyspace, &sandbox, plan.mode).await {
         Ok(r) => r,
         Err(e) => {
             sandbox.stop().await;
@@ -83,9 +85,9 @@ pub async fn run(
     };
     let mut tracked: Vec<cpu::Tracked> = running
         .iter()
-        .map(|(r, _)| cpu::Tracked {
-            label: r.processor().to_string(),
-            pid: r.pid(),
+        .map(|s| cpu::Tracked {
+            label: s.running.processor().to_string(),
+            pid: s.running.pid(),
             processor: true,
         })
         .collect();
@@ -103,6 +105,7 @@ pub async fn run(
     };
     let started = now_ms();
     let mut result = PipelineResult {
+        crc32_requests,
         requests: plan.requests,
         users: plan.users,
         ..PipelineResult::default()
@@ -114,11 +117,11 @@ pub async fn run(
         samples,
         ..
     } = p;
-    let mut peaks: Vec<f64> = running.iter().map(|(r, _)| r.peak_rss_mib()).collect();
+    let mut peaks: Vec<f64> = running.iter().map(|s| s.running.peak_rss_mib()).collect();
     peaks.push(procfs::rss_mib(sandbox.pid()).map_or(f64::NAN, |r| r.1));
     let stops: Vec<_> = running
         .into_iter()
-        .map(|(r, _)| tokio::spawn(r.stop()))
+        .map(|s| tokio::spawn(s.running.stop()))
         .collect();
     for s in stops {
         if let Err(e) = s.await? {
@@ -150,16 +153,16 @@ async fn drive(
     let watched: Vec<Watched> = p
         .running
         .iter()
-        .map(|(r, inputs)| Watched {
-            name: r.processor().to_string(),
-            metrics_url: r.metrics_url().to_string(),
-            inputs: inputs.clone(),
+        .map(|s| Watched {
+            metrics_url: s.running.metrics_url().to_string(),
+            inputs: s.inputs.clone(),
+            outputs: s.outputs.clone(),
         })
         .collect();
     let (running, tracked, samples) = (&mut p.running, &p.tracked, &mut p.samples);
     let mut tick = || -> anyhow::Result<()> {
-        for (r, _) in running.iter_mut() {
-            r.check_alive()?;
+        for s in running.iter_mut() {
+            s.running.check_alive()?;
         }
         samples.push(cpu::sample(tracked));
         Ok(())
@@ -169,6 +172,7 @@ async fn drive(
         watch::until_idle(&ctx.kafka, &watched, plan.drain_timeout(), &mut tick).await?;
     result.complete = drained;
     result.process_times = watch::process_times(&watched).await;
+    result.counters = watch::counters(&watched).await;
     let statuses = analyse::statuses(ctx, &topics.chain.status).await?;
     let terminal: Vec<i64> = statuses
         .iter()
@@ -197,6 +201,9 @@ async fn drive(
         ));
         return Ok(());
     }
+    let stats = p.sandbox.stats().await?;
+    result.provider_calls = stats.accepted;
+    result.duplicate_sends = stats.repeated;
     p.sandbox.clear().await;
     for fraction in LOADS {
         let rate = (result.request_rate * fraction).max(1.0);
@@ -244,4 +251,29 @@ async fn drive(
         });
     }
     Ok(())
+}
+
+/// Writes `n` requests to `topic`, alternately with a murmur2 producer (as a Java service)
+/// and a CRC32 one (librdkafka's default, as Python and Go services); returns how many went
+/// through the CRC32 one.
+async fn prefill_two_partitioners(
+    ctx: &Ctx,
+    workload: &mut Workload,
+    topic: &str,
+    n: u64,
+) -> anyhow::Result<u64> {
+    let mut murmur2 = Pipelined::new(bulk_producer_with(&ctx.kafka.bootstrap, "murmur2_random")?);
+    let mut crc32 = Pipelined::new(bulk_producer(&ctx.kafka.bootstrap)?);
+    for i in 0..n {
+        let r = workload.next(now_ms());
+        let value = ctx.codec.encode(topic, &r).await?;
+        let out = if i % 2 == 0 { &mut murmur2 } else { &mut crc32 };
+        out.send(topic, &r.user_id, &value).await?;
+        if (i + 1) % 100_000 == 0 {
+            tracing::info!(written = i + 1, of = n, "pipeline: pre-filling requests");
+        }
+    }
+    murmur2.flush().await?;
+    crc32.flush().await?;
+    Ok(n / 2)
 }

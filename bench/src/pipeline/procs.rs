@@ -33,8 +33,8 @@ pub struct Topics {
 }
 
 impl Topics {
-    pub fn new(ctx: &Ctx) -> Topics {
-        let t = |base: &str| ctx.topic(&format!("pipe-{base}"));
+    pub fn new(ctx: &Ctx, mode: Mode) -> Topics {
+        let t = |base: &str| ctx.topic(&format!("{}-{base}", mode.label()));
         let chain = Chain {
             requests: t("requests"),
             users: t("users"),
@@ -83,6 +83,9 @@ impl Sandbox {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--creds-dir")
             .arg(dir)
+            // Counts and fingerprints of every message, not an archive of a million.
+            .arg("--keep-messages")
+            .arg("1000")
             .env_remove("NOTIFY_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -119,6 +122,12 @@ impl Sandbox {
         self.child.id()
     }
 
+    /// Messages accepted, and how many repeated an earlier one (a duplicate send).
+    pub async fn stats(&self) -> anyhow::Result<notify_sandbox::SandboxStats> {
+        let url = format!("{}/sandbox/stats", self.base_url);
+        Ok(reqwest::get(url).await?.error_for_status()?.json().await?)
+    }
+
     /// Forgets the recorded messages, so its memory reflects serving, not the archive.
     pub async fn clear(&self) {
         let url = format!("{}/sandbox/messages", self.base_url);
@@ -141,82 +150,153 @@ impl Sandbox {
     }
 }
 
-/// One process to start: name, settings, topics it reads (for the backlog) and writes.
+/// How the stages from the intake to the channel topics run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// `notify run chain`: one process, records passed between stages in memory (default).
+    Chain,
+    /// One process per stage (`notify run preferences`, ...), a topic between each two.
+    Split,
+}
+
+impl Mode {
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::Chain => "chain",
+            Mode::Split => "split",
+        }
+    }
+}
+
+/// One process to start: name, settings (`NOTIFY_PROCESSORS__…` variables), topics it reads
+/// (for the backlog) and writes.
 pub struct Spec {
     pub name: &'static str,
-    pub settings: Vec<(&'static str, String)>,
+    pub env: Vec<(String, String)>,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
 }
 
-/// Every processor of the pipeline with its settings.
-pub fn specs(topics: &Topics) -> Vec<Spec> {
+/// A started process with the topics it reads and writes.
+pub struct Started {
+    pub running: Running,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+}
+
+fn settings_env(name: &str, settings: &[(&'static str, String)]) -> Vec<(String, String)> {
+    let upper = name.to_ascii_uppercase();
+    settings
+        .iter()
+        .map(|(k, v)| (format!("NOTIFY_PROCESSORS__{upper}__{k}"), v.clone()))
+        .collect()
+}
+
+/// The stages from the intake to the channel topics, as `mode` runs them.
+fn stage_specs(topics: &Topics, mode: Mode) -> Vec<Spec> {
     let c = &topics.chain;
-    let mut specs: Vec<Spec> = stages::specs(c)
+    let stages: Vec<stages::StageSpec> = stages::specs(c)
         .into_iter()
-        .map(|s| {
-            let mut settings = s.settings;
+        .map(|mut s| {
             if s.name == "ratelimit" {
-                // Still a CQL round trip per record, but never the limit of this workload.
-                settings.retain(|(k, _)| *k != "RULES");
-                settings.push(("RULES", "[{ max = 1000000, window_secs = 3600 }]".into()));
+                // Per-user limits off, as in the measurement: no rule, no CQL work.
+                s.settings.retain(|(k, _)| *k != "RULES");
+                s.settings.push(("RULES", "[]".into()));
             }
-            Spec {
-                name: s.name,
-                settings,
-                inputs: vec![s.input],
-                outputs: s.outputs,
-            }
+            s
         })
         .collect();
+    match mode {
+        Mode::Split => stages
+            .into_iter()
+            .map(|s| Spec {
+                name: s.name,
+                env: settings_env(s.name, &s.settings),
+                inputs: vec![s.input],
+                outputs: s.outputs,
+            })
+            .collect(),
+        Mode::Chain => {
+            let mut env = Vec::new();
+            let mut outputs = Vec::new();
+            for s in &stages {
+                env.extend(settings_env(s.name, &s.settings));
+                outputs.extend(s.outputs.iter().cloned());
+            }
+            outputs.sort();
+            outputs.dedup();
+            vec![Spec {
+                name: "chain",
+                env,
+                inputs: vec![c.requests.clone()],
+                outputs,
+            }]
+        }
+    }
+}
+
+/// Every process of the pipeline with its settings: the stages, delivery, retry.
+pub fn specs(topics: &Topics, mode: Mode) -> Vec<Spec> {
+    let c = &topics.chain;
+    let mut specs = stage_specs(topics, mode);
     for (name, input) in PROCESSORS[5..9].iter().zip(&c.channels) {
+        let settings = vec![
+            ("INPUT", input.clone()),
+            ("RETRY_TOPIC", topics.retry[0].clone()),
+            ("TOKEN_FEEDBACK_TOPIC", c.feedback.clone()),
+            // No provider rate limit: the sandbox is the only receiver.
+            ("RATE_PER_SEC", "0.0".into()),
+        ];
         specs.push(Spec {
             name,
-            settings: vec![
-                ("INPUT", input.clone()),
-                ("RETRY_TOPIC", topics.retry[0].clone()),
-                ("TOKEN_FEEDBACK_TOPIC", c.feedback.clone()),
-                // No provider rate limit: the sandbox is the only receiver.
-                ("RATE_PER_SEC", "0.0".into()),
-            ],
+            env: settings_env(name, &settings),
             inputs: vec![input.clone()],
-            outputs: vec![c.status.clone()],
+            outputs: vec![
+                c.status.clone(),
+                topics.retry[0].clone(),
+                c.feedback.clone(),
+            ],
         });
     }
     let step = |name: &str, ms: u64, topic: &str| {
         format!("{{ name = {name:?}, delay_ms = {ms}, topic = {topic:?} }}")
     };
+    let retry = vec![
+        (
+            "STEPS",
+            format!(
+                "[{}, {}]",
+                step("10s", 10_000, &topics.retry[0]),
+                step("1m", 60_000, &topics.retry[1])
+            ),
+        ),
+        ("DEFERRED_TOPIC", c.deferred.clone()),
+    ];
+    let mut retry_outputs = c.channels.to_vec();
+    retry_outputs.push(topics.retry[1].clone());
     specs.push(Spec {
         name: "retry",
-        settings: vec![
-            (
-                "STEPS",
-                format!(
-                    "[{}, {}]",
-                    step("10s", 10_000, &topics.retry[0]),
-                    step("1m", 60_000, &topics.retry[1])
-                ),
-            ),
-            ("DEFERRED_TOPIC", c.deferred.clone()),
-        ],
+        env: settings_env("retry", &retry),
         inputs: topics.retry.to_vec(),
-        outputs: c.channels.to_vec(),
+        outputs: retry_outputs,
     });
     specs
 }
 
-/// Starts every processor; the delivery processors read the sandbox's provider tables. When
-/// one cannot be started, those already running are stopped.
+/// Starts every process of `mode`; the delivery processors read the sandbox's provider
+/// tables. When one cannot be started, those already running are stopped.
 pub async fn spawn_all(
     ctx: &Ctx,
     topics: &Topics,
     keyspace: &str,
     sandbox: &Sandbox,
-) -> anyhow::Result<Vec<(Running, Vec<String>)>> {
-    let prefix = format!("{}-pipe", ctx.run_id);
-    let mut running = Vec::new();
-    for spec in specs(topics) {
-        let mut env = stages::process_env(ctx, &topics.chain, keyspace, spec.name, &spec.settings);
+    mode: Mode,
+) -> anyhow::Result<Vec<Started>> {
+    let prefix = format!("{}-pipe-{}", ctx.run_id, mode.label());
+    let mut running: Vec<Started> = Vec::new();
+    for spec in specs(topics, mode) {
+        let mut env = stages::process_env(ctx, &topics.chain, keyspace, spec.name, &[]);
+        env.extend(spec.env);
         if spec.name.starts_with("deliver-") {
             env.push((
                 "NOTIFY_CONFIG".into(),
@@ -224,10 +304,14 @@ pub async fn spawn_all(
             ));
         }
         match stage::spawn(&ctx.notify_bin, spec.name, &prefix, &env, &spec.outputs) {
-            Ok(r) => running.push((r, spec.inputs)),
+            Ok(r) => running.push(Started {
+                running: r,
+                inputs: spec.inputs,
+                outputs: spec.outputs,
+            }),
             Err(e) => {
-                for (r, _) in running {
-                    let _ = r.stop().await;
+                for s in running {
+                    let _ = s.running.stop().await;
                 }
                 return Err(e);
             }

@@ -26,6 +26,7 @@ impl Read<'_> {
         let first_phase = r.loads.first().map_or(i64::MAX, |l| l.from_ms);
         let drain = analyse::drain(&statuses, &created, first_phase);
         r.terminal = drain.terminal;
+        r.terminal_messages = drain.messages;
         r.seconds = drain.seconds();
         r.status_rate = drain.terminal as f64 / r.seconds;
         r.outcomes = drain.outcomes;

@@ -8,14 +8,18 @@ use std::time::{Duration, Instant};
 
 use notify_runtime::CancellationToken;
 
+use notify_runtime::metrics::sample_sum;
+
 use crate::kafka::Kafka;
 
 /// What the harness watches of one processor.
 #[derive(Debug, Clone)]
 pub struct Watched {
-    pub name: String,
     pub metrics_url: String,
     pub inputs: Vec<String>,
+    /// Topics it writes: their records are counted by its `records_produced_total`, not by
+    /// end offsets (which count transaction markers too).
+    pub outputs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -34,28 +38,13 @@ impl Snapshot {
 }
 
 /// (consumed from `inputs`, in flight) from one processor's Prometheus text.
-fn parse(text: &str, name: &str, inputs: &[String]) -> (i64, i64) {
-    let prefix = format!("notify_{}_", metric_name(name));
-    let consumed = format!("{prefix}records_consumed_total{{");
-    let in_flight = format!("{prefix}in_flight_records");
-    let (mut c, mut f) = (0.0, 0.0);
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let value: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        if line.starts_with(&consumed)
-            && inputs
-                .iter()
-                .any(|t| line.contains(&format!("topic=\"{t}\"")))
-        {
-            c += value;
-        } else if line.starts_with(&in_flight) {
-            f += value;
-        }
-    }
-    (c as i64, f as i64)
+fn parse(text: &str, inputs: &[String]) -> (i64, i64) {
+    let consumed: f64 = inputs
+        .iter()
+        .filter_map(|t| sample_sum(text, "notify_records_consumed_total", &[("topic", t)]))
+        .sum();
+    let in_flight = sample_sum(text, "notify_in_flight_records", &[]).unwrap_or(0.0);
+    (consumed as i64, in_flight as i64)
 }
 
 /// (records processed, seconds spent in `process()` over them) of each processor, from its
@@ -69,23 +58,14 @@ pub async fn process_times(procs: &[Watched]) -> Vec<Option<(f64, f64)>> {
             Err(_) => None,
         };
         out.push(text.map(|t| {
-            let prefix = format!("notify_{}_process_duration_seconds", metric_name(&p.name));
             let value = |suffix: &str| {
-                let name = format!("{prefix}_{suffix} ");
-                t.lines()
-                    .find(|l| l.starts_with(&name))
-                    .and_then(|l| l[name.len()..].trim().parse::<f64>().ok())
-                    .unwrap_or(0.0)
+                let name = format!("notify_process_duration_seconds_{suffix}");
+                sample_sum(&t, &name, &[]).unwrap_or(0.0)
             };
             (value("count"), value("sum"))
         }));
     }
     out
-}
-
-/// A processor's name as in its metric names (`deliver-apns` -> `deliver_apns`).
-fn metric_name(processor: &str) -> String {
-    processor.replace(['-', '.'], "_")
 }
 
 pub async fn snapshot(
@@ -97,31 +77,41 @@ pub async fn snapshot(
         complete: true,
         ..Snapshot::default()
     };
-    let mut ends: HashMap<&str, i64> = HashMap::new();
+    let mut texts = Vec::with_capacity(procs.len());
     for p in procs {
         let text = match http.get(&p.metrics_url).send().await {
             Ok(r) => r.text().await.ok(),
             Err(_) => None,
         };
-        let Some(text) = text else {
-            s.complete = false;
-            continue;
-        };
-        let (consumed, in_flight) = parse(&text, &p.name, &p.inputs);
+        s.complete &= text.is_some();
+        texts.push(text.unwrap_or_default());
+    }
+    // Written to each topic a processor produces (acknowledged records only).
+    let mut produced: HashMap<&str, f64> = HashMap::new();
+    for (p, text) in procs.iter().zip(&texts) {
+        for t in &p.outputs {
+            *produced.entry(t.as_str()).or_default() +=
+                sample_sum(text, "notify_records_produced_total", &[("topic", t)]).unwrap_or(0.0);
+        }
+    }
+    let mut ends: HashMap<&str, i64> = HashMap::new();
+    for (p, text) in procs.iter().zip(&texts) {
+        let (consumed, in_flight) = parse(text, &p.inputs);
         // Read after the metrics: a record appended in between counts as waiting, never as
         // consumed twice.
-        let mut end = 0;
+        let mut written = 0;
         for t in &p.inputs {
-            end += match ends.get(t.as_str()) {
-                Some(e) => *e,
-                None => {
+            written += match (produced.get(t.as_str()), ends.get(t.as_str())) {
+                (Some(n), _) => *n as i64,
+                (None, Some(e)) => *e,
+                (None, None) => {
                     let e = kafka.end_offsets(t)?;
                     ends.insert(t, e);
                     e
                 }
             };
         }
-        s.backlog += end - consumed;
+        s.backlog += written - consumed;
         s.in_flight += in_flight;
     }
     Ok(s)
@@ -204,11 +194,10 @@ mod tests {
     #[test]
     fn parses_consumed_of_the_inputs_only_and_in_flight() {
         let text = "# HELP x\n\
-            notify_deliver_apns_records_consumed_total{topic=\"in\"} 40\n\
-            notify_deliver_apns_records_consumed_total{topic=\"table\"} 7\n\
-            notify_deliver_apns_in_flight_records 3\n\
-            notify_dedup_in_flight_records 9\n";
-        assert_eq!(parse(text, "deliver-apns", &["in".to_string()]), (40, 3));
+            notify_records_consumed_total{processor=\"deliver-apns\",topic=\"in\"} 40\n\
+            notify_records_consumed_total{processor=\"deliver-apns\",topic=\"table\"} 7\n\
+            notify_in_flight_records{processor=\"deliver-apns\"} 3\n";
+        assert_eq!(parse(text, &["in".to_string()]), (40, 3));
     }
 
     #[test]
@@ -219,4 +208,44 @@ mod tests {
         assert!(growth(&flat, 10.0).abs() < 20.0);
         assert!(growth(&[(0.0, 1)], 1.0).is_nan());
     }
+}
+
+/// What every process did, summed from their counters: the work per request of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// Records written to Kafka (acknowledged), by topic.
+    pub produced: std::collections::BTreeMap<String, f64>,
+    /// CQL statements by kind (read, write, batch, lwt) and rows written inside batches.
+    pub cql: std::collections::BTreeMap<String, f64>,
+    pub cql_batched_rows: f64,
+    /// Requests forwarded to their user's partition (arrived on another one).
+    pub forwarded: f64,
+}
+
+pub async fn counters(procs: &[Watched]) -> Counters {
+    let http = reqwest::Client::new();
+    let mut c = Counters::default();
+    for p in procs {
+        let Ok(r) = http.get(&p.metrics_url).send().await else {
+            continue;
+        };
+        let Ok(text) = r.text().await else { continue };
+        for t in &p.outputs {
+            let n = sample_sum(&text, "notify_records_produced_total", &[("topic", t)]);
+            *c.produced.entry(t.clone()).or_default() += n.unwrap_or(0.0);
+        }
+        for kind in ["read", "write", "batch", "lwt"] {
+            let n = sample_sum(&text, "notify_cql_statements_total", &[("kind", kind)]);
+            *c.cql.entry(kind.to_string()).or_default() += n.unwrap_or(0.0);
+        }
+        c.cql_batched_rows +=
+            sample_sum(&text, "notify_cql_batched_rows_total", &[]).unwrap_or(0.0);
+        c.forwarded += sample_sum(
+            &text,
+            "notify_stage_decisions_total",
+            &[("stage", "forward"), ("decision", "forwarded")],
+        )
+        .unwrap_or(0.0);
+    }
+    c
 }
