@@ -62,6 +62,11 @@ pub fn consumer_config(config: &Config, group_id: &str) -> ClientConfig {
         // a small queue a throughput cap).
         ("queued.max.messages.kbytes", "4096"),
         ("fetch.queue.backoff.ms", "20"),
+        // Fewer, fuller fetches under load: the broker answers once 64 KB are there or
+        // 20 ms have passed, instead of once per record trickling in (each fetch costs the
+        // broker CPU whatever it carries). Adds at most 20 ms per hop to the latency.
+        ("fetch.min.bytes", "65536"),
+        ("fetch.wait.max.ms", "20"),
         ("partition.assignment.strategy", "range"),
     ];
     for (k, v) in defaults {
@@ -82,7 +87,9 @@ pub fn producer_config(config: &Config) -> ClientConfig {
     let defaults = [
         ("enable.idempotence", "true"),
         ("acks", "all"),
-        ("linger.ms", "5"),
+        // Batches of 20 ms: a transaction commits every 100 ms anyway, and fewer, larger
+        // produce requests cost the broker far less CPU per record.
+        ("linger.ms", "20"),
         ("compression.type", "lz4"),
         // The Java client's partitioner: records keyed by user id land on the same partition
         // whichever language produced them, which partition ownership relies on.

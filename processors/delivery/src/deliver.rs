@@ -3,13 +3,14 @@
 //! ladder, dead letters and token feedback.
 //!
 //! Per message: the owner of the channel partition reads the ledger only when an earlier
-//! owner may have handled the record (it arrived before this owner took the partition over,
-//! or it is a retry, a replay, or a message not written exactly once); it writes a claim,
-//! confirms it still owns the partition, calls the provider, and writes the outcome. A row
-//! that is final gets the same outputs again without a call (a redo after a crash: its first
-//! outputs were never committed). A claim of an earlier owner without an outcome is in doubt:
-//! it is waited for (the earlier owner may still finish it) and then settled by the channel's
-//! in-doubt policy. See README "Delivery guarantees".
+//! owner may have handled the record (an earlier epoch claimed its offset, or it is a retry,
+//! a replay, or a message not written exactly once); it claims the offset and confirms it
+//! still owns the partition (one shared round for every record waiting, see `ownership`),
+//! calls the provider, and writes the outcome. A row that is final gets the same outputs
+//! again without a call (a redo after a crash: its first outputs were never committed). A
+//! record an earlier owner claimed without an outcome is in doubt: it is waited for (the
+//! earlier owner may still finish it) and then settled by the channel's in-doubt policy. See
+//! README "Delivery guarantees".
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -47,9 +48,31 @@ pub trait LogEnd: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy)]
 pub struct Taken {
     pub epoch: i64,
-    /// Records below this offset were in the log when the partition was taken over: an
-    /// earlier owner may have handled them.
+    /// Records below this offset may have been handled by an earlier owner (it claimed them,
+    /// or which it handled is unknown and this is the log end at the takeover).
     pub takeover_end: i64,
+    /// An earlier owner may be in a call for a claimed record until a lease after this (ms).
+    pub claimed_at_ms: i64,
+}
+
+impl Taken {
+    fn from(t: crate::ownership::Takeover, log_end: impl FnOnce() -> Option<i64>) -> Taken {
+        let takeover_end = if t.unknown_earlier {
+            // Unknown: read the ledger for every record up to the log end (safe, slower).
+            log_end().unwrap_or(i64::MAX)
+        } else {
+            t.claimed_through.map_or(0, |c| c.saturating_add(1))
+        };
+        Taken {
+            epoch: t.epoch,
+            takeover_end,
+            claimed_at_ms: if t.unknown_earlier {
+                notify_runtime::now_ms()
+            } else {
+                t.claimed_at_ms
+            },
+        }
+    }
 }
 
 pub struct Deliverer<P, L, O> {
@@ -98,15 +121,12 @@ impl<P: Provider, L: DeliveryLedger, O: Ownership> Deliverer<P, L, O> {
             .cloned();
         let Some(mut rx) = rx else {
             // Assigned outside a rebalance callback (tests driving the stage directly).
-            let epoch = self
+            let takeover = self
                 .ownership
                 .take(partition)
                 .await
                 .map_err(ProcessError::transient)?;
-            let taken = Taken {
-                epoch,
-                takeover_end: self.log_end.log_end(partition).unwrap_or(i64::MAX),
-            };
+            let taken = Taken::from(takeover, || self.log_end.log_end(partition));
             let (tx, rx) = watch::channel(Some(taken));
             drop(tx);
             self.owned
@@ -310,6 +330,17 @@ impl<P: Provider, L: DeliveryLedger, O: Ownership> Processor for Deliverer<P, L,
                 self.metrics.error(self.channel, "ledger");
                 ProcessError::transient(e)
             })?;
+            let found = match found {
+                Some(row) => Some(row),
+                // Claimed by an earlier owner, no outcome: it may be in the call, or have
+                // called and crashed before writing one.
+                None if meta.offset < taken.takeover_end => Some(Row {
+                    epoch: taken.epoch - 1,
+                    updated_at_ms: taken.claimed_at_ms,
+                    ..self.row(State::Claimed, &taken, meta, attempt)
+                }),
+                None => None,
+            };
             if let Some(row) = found {
                 match self.settle(&row, &msg, meta, &taken, attempt) {
                     Settled::Send => {}
@@ -322,16 +353,14 @@ impl<P: Provider, L: DeliveryLedger, O: Ownership> Processor for Deliverer<P, L,
         }
         // Wait for the rate before claiming, so the claim covers only the call itself.
         self.rate.acquire().await;
-        let claim = self.row(State::Claimed, &taken, meta, attempt);
-        self.ledger.write(&key, claim).await.map_err(|e| {
-            self.metrics.error(self.channel, "ledger");
-            ProcessError::transient(e)
-        })?;
         let current = self
             .ownership
-            .confirm(meta.partition, taken.epoch)
+            .claim(meta.partition, taken.epoch, meta.offset)
             .await
-            .map_err(ProcessError::transient)?;
+            .map_err(|e| {
+                self.metrics.error(self.channel, "ledger");
+                ProcessError::transient(e)
+            })?;
         if !current {
             // Another instance took the partition over: it decides this message.
             return Err(ProcessError::transient(
@@ -428,18 +457,16 @@ impl<P: Provider, L: DeliveryLedger, O: Ownership> Processor for Deliverer<P, L,
                 let mut backoff = Duration::from_millis(200);
                 loop {
                     match ownership.take(partition).await {
-                        Ok(epoch) => {
-                            let end =
+                        Ok(takeover) => {
+                            let end = if takeover.unknown_earlier {
                                 tokio::task::spawn_blocking(move || log_end.log_end(partition))
                                     .await
                                     .ok()
                                     .flatten()
-                                    // Unknown: read the ledger for every record (safe, slower).
-                                    .unwrap_or(i64::MAX);
-                            let _ = tx.send(Some(Taken {
-                                epoch,
-                                takeover_end: end,
-                            }));
+                            } else {
+                                None
+                            };
+                            let _ = tx.send(Some(Taken::from(takeover, || end)));
                             return;
                         }
                         Err(e) => {

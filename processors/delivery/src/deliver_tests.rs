@@ -30,7 +30,7 @@ impl Provider for Scripted {
     }
 }
 
-/// Every record arrived after the takeover unless a test says otherwise.
+/// The log end, read only when an earlier owner's claims are unknown.
 struct FixedEnd(i64);
 
 impl LogEnd for FixedEnd {
@@ -41,11 +41,17 @@ impl LogEnd for FixedEnd {
 
 type TestDeliverer = Deliverer<Scripted, MemoryLedger, MemoryOwnership>;
 
+/// A deliverer whose partition 0 an earlier owner claimed up to `takeover_end - 1` (nothing
+/// when 0), long enough ago that its lease is over.
 fn deliverer_with(
     answers: Vec<SendOutcome>,
     takeover_end: i64,
     policy: InDoubtPolicy,
 ) -> TestDeliverer {
+    let ownership = MemoryOwnership::default();
+    if takeover_end > 0 {
+        ownership.claimed_earlier(0, takeover_end - 1, now_ms() - 120_000);
+    }
     Deliverer {
         channel: DeliveryChannel::Apns,
         stage: "deliver-apns".into(),
@@ -55,7 +61,7 @@ fn deliverer_with(
             calls: Mutex::new(0),
         },
         ledger: MemoryLedger::default(),
-        ownership: Arc::new(MemoryOwnership::default()),
+        ownership: Arc::new(ownership),
         log_end: Arc::new(FixedEnd(takeover_end)),
         rate: TokenBucket::new(0.0, 1),
         topics: Topics {
@@ -189,6 +195,47 @@ async fn a_claim_without_outcome_from_an_earlier_owner_is_waited_for_then_in_dou
         "in doubt is never resent under the fail policy"
     );
     assert_eq!(d.ledger.row(&key()).map(|r| r.state), Some(State::InDoubt));
+}
+
+#[tokio::test]
+async fn a_record_an_earlier_owner_claimed_without_an_outcome_is_waited_for_then_in_doubt() {
+    // Claimed (offset 7 is below the earlier claim of 9) a moment ago, no row: held.
+    let d = deliverer_with(vec![], 0, InDoubtPolicy::Fail);
+    d.ownership.claimed_earlier(0, 9, now_ms());
+    let err = d.process(msg(), &meta(&[])).await.unwrap_err();
+    assert!(
+        matches!(err, ProcessError::Transient(_)),
+        "held inside the lease: {err}"
+    );
+    assert_eq!(calls(&d), 0);
+    // A lease later: in doubt, not resent, and written so.
+    let d = deliverer_with(vec![], 10, InDoubtPolicy::Fail);
+    let err = d.process(msg(), &meta(&[])).await.unwrap_err();
+    let ProcessError::Reject { class, .. } = err else {
+        panic!("not a dead letter");
+    };
+    assert_eq!(class, ErrorClass::InDoubt);
+    assert_eq!(calls(&d), 0);
+    assert_eq!(d.ledger.row(&key()).map(|r| r.state), Some(State::InDoubt));
+    // The resend policy sends it.
+    let d = deliverer_with(vec![], 10, InDoubtPolicy::Resend);
+    let out = d.process(msg(), &meta(&[])).await.unwrap();
+    assert_eq!(status_of(&out[0]).outcome, Outcome::Sent);
+    assert_eq!(calls(&d), 1);
+}
+
+#[tokio::test]
+async fn a_record_past_the_earlier_claims_is_sent_without_a_read_and_claimed_first() {
+    let d = deliverer_with(vec![], 7, InDoubtPolicy::Fail);
+    let out = d.process(msg(), &meta(&[])).await.unwrap();
+    assert_eq!(status_of(&out[0]).outcome, Outcome::Sent);
+    assert_eq!(reads(&d), 0, "offset 7 is past the earlier claim of 6");
+    let epoch = d.taken(0).await.unwrap().epoch;
+    assert_eq!(
+        d.ownership.claimed(0, epoch),
+        Some(7),
+        "the offset is claimed for this epoch before the call"
+    );
 }
 
 #[tokio::test]

@@ -2,12 +2,14 @@
 //! whether the provider may have been called and with what result, so a record consumed again
 //! (a crash, a rebalance, a replay, a redrive) never calls the provider twice.
 //!
-//! No Paxos round per message. The owner of a channel partition is the only writer of the
-//! rows of its messages (a message's key, the contact point, always lands on the same
-//! partition). Before the call it writes a claim (state `claimed`, its epoch, the record),
-//! then checks that its epoch is still the partition's (see `ownership`); after the call it
-//! writes the outcome. Both are plain writes, batched with other messages'. A new owner reads
-//! the rows only for the records that an earlier owner may have handled.
+//! No Paxos round per message, and one row write per message. The owner of a channel
+//! partition is the only writer of the rows of its messages (a message's key, the contact
+//! point, always lands on the same partition). Before the call it claims the record's offset
+//! for its epoch and checks that the epoch is still the partition's (see `ownership`: one
+//! shared round for all records waiting); after the call it writes the outcome, a plain write
+//! batched with other messages'. A new owner reads the rows only for the records that an
+//! earlier owner claimed: a claimed record without a row may be in flight (in doubt). Rows in
+//! state `claimed` were written per message by earlier versions and are still understood.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -1,10 +1,16 @@
 //! Who may call the provider for a channel partition's messages: the owner of its current
 //! epoch. The epoch is raised with one lightweight transaction when the partition is assigned
-//! (`partition_owners`, migration 0009). Before a call, the owner confirms that its epoch is
-//! still current with a plain read that starts after its claim was written; a stale owner (a
-//! process paused past its session timeout while another took the partition) learns it lost
-//! the partition before it calls anyone, and its claim tells the new owner the message may be
-//! in flight. Confirmations are shared: one read answers every claim written before it.
+//! (`partition_owners`, migration 0009).
+//!
+//! Before a call, the owner claims the record's offset: it raises its epoch's claimed offset
+//! (`partition_claims`, one plain row per epoch), then confirms that its epoch is still
+//! current with a plain read that starts after the claim was written. A stale owner (a process
+//! paused past its session timeout while another took the partition) learns it lost the
+//! partition before it calls anyone, and its claim tells the new owner which records may be in
+//! flight: those at or below an earlier epoch's claimed offset. Claims and confirmations are
+//! shared: one round (one write per partition that needs a higher claim, one read) answers
+//! every record waiting when it starts, so there is no database write per message before the
+//! call.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,15 +25,33 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::ledger::LedgerError;
 
-pub trait Ownership: Send + Sync + 'static {
-    /// Takes `partition` over: its epoch, one higher than the last owner's.
-    fn take(&self, partition: i32) -> impl Future<Output = Result<i64, LedgerError>> + Send;
+/// What taking a partition over found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Takeover {
+    pub epoch: i64,
+    /// The highest offset an earlier epoch claimed: records up to it may have been handled.
+    /// None when no earlier epoch claimed anything.
+    pub claimed_through: Option<i64>,
+    /// When that claim was last raised (ms): an earlier owner may be in a call until a lease
+    /// after it.
+    pub claimed_at_ms: i64,
+    /// An earlier epoch exists that recorded no claims (an owner from before claims were
+    /// recorded): which records it handled is unknown.
+    pub unknown_earlier: bool,
+}
 
-    /// Whether `epoch` is still `partition`'s, asked after the caller's last write.
-    fn confirm(
+pub trait Ownership: Send + Sync + 'static {
+    /// Takes `partition` over: its epoch, one higher than the last owner's, and what the
+    /// earlier owners claimed.
+    fn take(&self, partition: i32) -> impl Future<Output = Result<Takeover, LedgerError>> + Send;
+
+    /// Claims `offset` of `partition` for `epoch` (durably, before any call for it), then
+    /// answers whether `epoch` is still `partition`'s.
+    fn claim(
         &self,
         partition: i32,
         epoch: i64,
+        offset: i64,
     ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
 }
 
@@ -35,7 +59,8 @@ fn unavailable(e: impl std::fmt::Display) -> LedgerError {
     LedgerError::Unavailable(e.to_string())
 }
 
-type Waiter = (i32, i64, oneshot::Sender<Result<bool, String>>);
+/// (partition, epoch, offset, answer).
+type Waiter = (i32, i64, i64, oneshot::Sender<Result<bool, String>>);
 
 pub struct CqlOwnership {
     session: Arc<Session>,
@@ -43,6 +68,7 @@ pub struct CqlOwnership {
     topic: String,
     owner: String,
     read_one: PreparedStatement,
+    read_claims: PreparedStatement,
     insert: PreparedStatement,
     update: PreparedStatement,
     confirms: mpsc::Sender<Waiter>,
@@ -89,21 +115,40 @@ impl CqlOwnership {
             ))
             .await
             .map_err(unavailable)?;
+        let claims = format!("{keyspace}.partition_claims");
+        let read_claims = session
+            .prepare(format!(
+                "SELECT epoch, max_offset, claimed_at FROM {claims} WHERE group_id = ? \
+                 AND topic = ? AND partition = ?"
+            ))
+            .await
+            .map_err(unavailable)?;
+        let write_claim = session
+            .prepare(format!(
+                "INSERT INTO {claims} (group_id, topic, partition, epoch, max_offset, \
+                 claimed_at) VALUES (?, ?, ?, ?, ?, ?)"
+            ))
+            .await
+            .map_err(unavailable)?;
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(confirm_rounds(
-            session.clone(),
+        let rounds = Rounds {
+            session: session.clone(),
             read_many,
-            (group.to_string(), topic.to_string()),
+            write_claim,
+            group: group.to_string(),
+            topic: topic.to_string(),
             min_interval,
-            metrics.clone(),
-            rx,
-        ));
+            metrics: metrics.clone(),
+            claimed: HashMap::new(),
+        };
+        tokio::spawn(rounds.run(rx));
         Ok(CqlOwnership {
             session,
             group: group.into(),
             topic: topic.into(),
             owner: owner.into(),
             read_one,
+            read_claims,
             insert,
             update,
             confirms: tx,
@@ -127,6 +172,44 @@ impl CqlOwnership {
             .map_err(unavailable)?;
         Ok(row.and_then(|(e,)| e))
     }
+
+    /// What epochs before `epoch` claimed of `partition`.
+    async fn earlier_claims(&self, partition: i32, epoch: i64) -> Result<Takeover, LedgerError> {
+        self.metrics
+            .cql_statements
+            .with_label_values(&["read"])
+            .inc();
+        let rows = self
+            .session
+            .execute_unpaged(&self.read_claims, (&self.group, &self.topic, partition))
+            .await
+            .map_err(unavailable)?
+            .into_rows_result()
+            .map_err(unavailable)?;
+        let mut found = Takeover {
+            epoch,
+            claimed_through: None,
+            claimed_at_ms: 0,
+            unknown_earlier: false,
+        };
+        let mut epochs_with_claims = 0;
+        type ClaimRow = (i64, Option<i64>, Option<CqlTimestamp>);
+        for row in rows.rows::<ClaimRow>().map_err(unavailable)? {
+            let (e, max, at) = row.map_err(unavailable)?;
+            if e >= epoch {
+                continue;
+            }
+            epochs_with_claims += 1;
+            if let Some(max) = max {
+                found.claimed_through = Some(found.claimed_through.map_or(max, |m| m.max(max)));
+            }
+            found.claimed_at_ms = found.claimed_at_ms.max(at.map_or(0, |t| t.0));
+        }
+        // Claims older than the table's TTL are gone with what they covered; an owner from
+        // before claims were recorded (epochs without a row) is what this flags.
+        found.unknown_earlier = epochs_with_claims == 0 && epoch > 1;
+        Ok(found)
+    }
 }
 
 fn applied(result: scylla::response::query_result::QueryResult) -> Result<bool, LedgerError> {
@@ -141,7 +224,28 @@ fn applied(result: scylla::response::query_result::QueryResult) -> Result<bool, 
 }
 
 impl Ownership for CqlOwnership {
-    async fn take(&self, partition: i32) -> Result<i64, LedgerError> {
+    async fn take(&self, partition: i32) -> Result<Takeover, LedgerError> {
+        let epoch = self.raise_epoch(partition).await?;
+        self.earlier_claims(partition, epoch).await
+    }
+
+    async fn claim(&self, partition: i32, epoch: i64, offset: i64) -> Result<bool, LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        self.confirms
+            .send((partition, epoch, offset, tx))
+            .await
+            .map_err(|_| unavailable("the claim task stopped"))?;
+        match rx.await {
+            Ok(Ok(current)) => Ok(current),
+            Ok(Err(e)) => Err(LedgerError::Unavailable(e)),
+            Err(_) => Err(unavailable("the claim task stopped")),
+        }
+    }
+}
+
+impl CqlOwnership {
+    /// One lightweight transaction (more when another instance races this one).
+    async fn raise_epoch(&self, partition: i32) -> Result<i64, LedgerError> {
         let now = CqlTimestamp(notify_runtime::now_ms());
         loop {
             self.metrics
@@ -188,94 +292,167 @@ impl Ownership for CqlOwnership {
             // Another instance raised it meanwhile (a rebalance racing ours): read and try again.
         }
     }
-
-    async fn confirm(&self, partition: i32, epoch: i64) -> Result<bool, LedgerError> {
-        let (tx, rx) = oneshot::channel();
-        self.confirms
-            .send((partition, epoch, tx))
-            .await
-            .map_err(|_| unavailable("the confirmation task stopped"))?;
-        match rx.await {
-            Ok(Ok(current)) => Ok(current),
-            Ok(Err(e)) => Err(LedgerError::Unavailable(e)),
-            Err(_) => Err(unavailable("the confirmation task stopped")),
-        }
-    }
 }
 
-/// Answers confirmation requests in rounds: every request waiting when a round starts is
-/// answered by that round's one read of every partition involved.
-async fn confirm_rounds(
+/// The claim task: answers claims in rounds. Every claim waiting when a round starts is
+/// answered by that round's writes (a higher claimed offset for each partition that needs
+/// one) and its one read of every partition's epoch, which starts after the writes.
+struct Rounds {
     session: Arc<Session>,
     read_many: PreparedStatement,
-    (group, topic): (String, String),
+    write_claim: PreparedStatement,
+    group: String,
+    topic: String,
     min_interval: Duration,
     metrics: Metrics,
-    mut rx: mpsc::Receiver<Waiter>,
-) {
-    let mut last = tokio::time::Instant::now() - min_interval;
-    while let Some(first) = rx.recv().await {
-        tokio::time::sleep_until(last + min_interval).await;
-        let mut waiters = vec![first];
-        while let Ok(w) = rx.try_recv() {
-            waiters.push(w);
+    /// What this process has claimed durably, by (partition, epoch).
+    claimed: HashMap<(i32, i64), i64>,
+}
+
+impl Rounds {
+    async fn run(mut self, mut rx: mpsc::Receiver<Waiter>) {
+        let mut last = tokio::time::Instant::now() - self.min_interval;
+        while let Some(first) = rx.recv().await {
+            tokio::time::sleep_until(last + self.min_interval).await;
+            let mut waiters = vec![first];
+            while let Ok(w) = rx.try_recv() {
+                waiters.push(w);
+            }
+            last = tokio::time::Instant::now();
+            let answers = match self.claim(&waiters).await {
+                Ok(()) => self.epochs(&waiters).await,
+                Err(e) => Err(e),
+            };
+            for (p, epoch, _, tx) in waiters {
+                let answer = match &answers {
+                    Ok(current) => Ok(current.get(&p) == Some(&epoch)),
+                    Err(e) => Err(e.clone()),
+                };
+                let _ = tx.send(answer);
+            }
         }
-        last = tokio::time::Instant::now();
-        let mut partitions: Vec<i32> = waiters.iter().map(|(p, _, _)| *p).collect();
+    }
+
+    /// Raises the claimed offset of every (partition, epoch) whose waiters need it.
+    async fn claim(&mut self, waiters: &[Waiter]) -> Result<(), String> {
+        let mut wanted: HashMap<(i32, i64), i64> = HashMap::new();
+        for (p, epoch, offset, _) in waiters {
+            let w = wanted.entry((*p, *epoch)).or_insert(*offset);
+            *w = (*w).max(*offset);
+        }
+        wanted.retain(|k, max| self.claimed.get(k).is_none_or(|c| c < max));
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let now = CqlTimestamp(notify_runtime::now_ms());
+        let writes = wanted.iter().map(|((p, epoch), max)| {
+            self.metrics
+                .cql_statements
+                .with_label_values(&["write"])
+                .inc();
+            let values = (&self.group, &self.topic, *p, *epoch, *max, now);
+            self.session.execute_unpaged(&self.write_claim, values)
+        });
+        for result in futures::future::join_all(writes).await {
+            result.map_err(|e| e.to_string())?;
+        }
+        // Only what this round wrote: an epoch's row is never lowered by a later round.
+        self.claimed.extend(wanted);
+        Ok(())
+    }
+
+    async fn epochs(&self, waiters: &[Waiter]) -> Result<HashMap<i32, i64>, String> {
+        let mut partitions: Vec<i32> = waiters.iter().map(|(p, ..)| *p).collect();
         partitions.sort_unstable();
         partitions.dedup();
-        metrics.cql_statements.with_label_values(&["read"]).inc();
-        let epochs: Result<HashMap<i32, i64>, String> = async {
-            let rows = session
-                .execute_unpaged(&read_many, (&group, &topic, &partitions))
-                .await
-                .map_err(|e| e.to_string())?
-                .into_rows_result()
-                .map_err(|e| e.to_string())?;
-            let mut out = HashMap::new();
-            for row in rows
-                .rows::<(i32, Option<i64>)>()
-                .map_err(|e| e.to_string())?
-            {
-                let (p, e) = row.map_err(|e| e.to_string())?;
-                out.insert(p, e.unwrap_or(0));
-            }
-            Ok(out)
+        self.metrics
+            .cql_statements
+            .with_label_values(&["read"])
+            .inc();
+        let rows = self
+            .session
+            .execute_unpaged(&self.read_many, (&self.group, &self.topic, &partitions))
+            .await
+            .map_err(|e| e.to_string())?
+            .into_rows_result()
+            .map_err(|e| e.to_string())?;
+        let mut out = HashMap::new();
+        for row in rows
+            .rows::<(i32, Option<i64>)>()
+            .map_err(|e| e.to_string())?
+        {
+            let (p, e) = row.map_err(|e| e.to_string())?;
+            out.insert(p, e.unwrap_or(0));
         }
-        .await;
-        for (p, epoch, tx) in waiters {
-            let answer = match &epochs {
-                Ok(current) => Ok(current.get(&p) == Some(&epoch)),
-                Err(e) => Err(e.clone()),
-            };
-            let _ = tx.send(answer);
-        }
+        Ok(out)
     }
 }
 
-/// Epochs in memory (unit tests): `steal` plays another owner taking a partition over.
+/// Epochs and claims in memory (unit tests): `steal` plays another owner taking a partition
+/// over, `claimed_earlier` an earlier owner's claims.
 #[derive(Default)]
 pub struct MemoryOwnership {
-    epochs: Mutex<HashMap<i32, i64>>,
+    state: Mutex<MemoryState>,
+}
+
+#[derive(Default)]
+struct MemoryState {
+    epochs: HashMap<i32, i64>,
+    /// (partition, epoch) -> (claimed offset, at ms).
+    claims: HashMap<(i32, i64), (i64, i64)>,
 }
 
 impl MemoryOwnership {
+    fn state(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn steal(&self, partition: i32) {
-        let mut e = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
-        *e.entry(partition).or_insert(0) += 1;
+        *self.state().epochs.entry(partition).or_insert(0) += 1;
+    }
+
+    /// An earlier owner of `partition` claimed up to `offset` at `at_ms`.
+    pub fn claimed_earlier(&self, partition: i32, offset: i64, at_ms: i64) {
+        let mut s = self.state();
+        let epoch = s.epochs.entry(partition).or_insert(0);
+        *epoch += 1;
+        let epoch = *epoch;
+        s.claims.insert((partition, epoch), (offset, at_ms));
+    }
+
+    /// The offset `epoch` claimed of `partition`, if any.
+    pub fn claimed(&self, partition: i32, epoch: i64) -> Option<i64> {
+        self.state().claims.get(&(partition, epoch)).map(|c| c.0)
     }
 }
 
 impl Ownership for MemoryOwnership {
-    async fn take(&self, partition: i32) -> Result<i64, LedgerError> {
-        let mut e = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
-        let epoch = e.entry(partition).or_insert(0);
+    async fn take(&self, partition: i32) -> Result<Takeover, LedgerError> {
+        let mut s = self.state();
+        let epoch = s.epochs.entry(partition).or_insert(0);
         *epoch += 1;
-        Ok(*epoch)
+        let epoch = *epoch;
+        let earlier = s
+            .claims
+            .iter()
+            .filter(|((p, e), _)| *p == partition && *e < epoch)
+            .map(|(_, c)| *c);
+        let claimed_through = earlier.clone().map(|c| c.0).max();
+        Ok(Takeover {
+            epoch,
+            claimed_through,
+            claimed_at_ms: earlier.map(|c| c.1).max().unwrap_or(0),
+            unknown_earlier: false,
+        })
     }
 
-    async fn confirm(&self, partition: i32, epoch: i64) -> Result<bool, LedgerError> {
-        let e = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(e.get(&partition) == Some(&epoch))
+    async fn claim(&self, partition: i32, epoch: i64, offset: i64) -> Result<bool, LedgerError> {
+        let mut s = self.state();
+        let now = notify_runtime::now_ms();
+        let c = s.claims.entry((partition, epoch)).or_insert((offset, now));
+        if c.0 < offset {
+            *c = (offset, now);
+        }
+        Ok(s.epochs.get(&partition) == Some(&epoch))
     }
 }

@@ -107,8 +107,23 @@ impl Flusher {
         self,
         mut rx: mpsc::Receiver<(V, Waiter)>,
     ) {
-        while let Some(first) = rx.recv().await {
+        loop {
+            // A permit first, then the rows: while every permitted batch is in flight, rows
+            // queue up and the next batch takes them all (group commit: batches grow with
+            // the load instead of staying at what one linger gathers).
+            let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+                return;
+            };
+            let Some(first) = rx.recv().await else {
+                return;
+            };
             let mut rows = vec![first];
+            while rows.len() < self.settings.max_rows {
+                match rx.try_recv() {
+                    Ok(row) => rows.push(row),
+                    Err(_) => break,
+                }
+            }
             let linger = tokio::time::sleep(self.settings.linger);
             tokio::pin!(linger);
             while rows.len() < self.settings.max_rows {
@@ -121,9 +136,6 @@ impl Flusher {
                     _ = &mut linger => break,
                 }
             }
-            let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
-                return;
-            };
             let (values, waiters): (Vec<V>, Vec<Waiter>) = rows.into_iter().unzip();
             let mut batch = Batch::new(BatchType::Unlogged);
             for _ in 0..values.len() {

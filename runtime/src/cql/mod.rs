@@ -52,6 +52,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0009_partition_owners.cql",
         include_str!("../../../schemas/cql/0009_partition_owners.cql"),
     ),
+    (
+        "0010_partition_claims_time.cql",
+        include_str!("../../../schemas/cql/0010_partition_claims_time.cql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
