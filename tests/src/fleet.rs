@@ -53,6 +53,8 @@ pub struct Fleet {
     pub env: Vec<(String, String)>,
     pub instances: Vec<Instance>,
     peaks: BTreeMap<String, u64>,
+    /// Instances that exited by themselves, per processor (restarted by [`Fleet::supervise`]).
+    pub exits: BTreeMap<String, usize>,
     next: usize,
     log_dir: PathBuf,
 }
@@ -65,6 +67,7 @@ impl Fleet {
             env: vec![("NOTIFY_LOG".into(), "warn".into())],
             instances: Vec::new(),
             peaks: BTreeMap::new(),
+            exits: BTreeMap::new(),
             next: 0,
             log_dir: log_dir.to_path_buf(),
         }
@@ -157,9 +160,9 @@ impl Fleet {
             .collect()
     }
 
-    /// Instances that exited by themselves (crashed) since they started, named; restarts them
-    /// as a supervisor would.
-    pub fn restart_exited(&mut self) -> Vec<String> {
+    /// Instances that exited by themselves (crashed, or stopped on an error they leave to a
+    /// restart) since the last call, named; restarts them as Kubernetes would.
+    pub fn supervise(&mut self) -> Vec<String> {
         let mut exited = Vec::new();
         for i in 0..self.instances.len() {
             let inst = &mut self.instances[i];
@@ -169,6 +172,7 @@ impl Fleet {
             }
         }
         for (p, extra) in &exited {
+            *self.exits.entry(p.clone()).or_default() += 1;
             let extra: Vec<(&str, &str)> = extra
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))

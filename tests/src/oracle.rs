@@ -45,6 +45,8 @@ pub struct Facts {
     pub push_limit: Option<usize>,
     /// Peak resident memory per processor, in KiB.
     pub peak_rss_kib: BTreeMap<String, u64>,
+    /// Processes that exited by themselves (and were restarted), per processor.
+    pub exits: BTreeMap<String, usize>,
     /// When the faults began and ended (ms since the epoch), for the recovery time.
     pub fault_window: Option<(i64, i64)>,
 }
@@ -73,6 +75,7 @@ pub struct Report {
     /// Seconds from the end of the faults until deliveries run at 80% of the rate before them.
     pub recovery_secs: Option<f64>,
     pub peak_rss_mib: BTreeMap<String, f64>,
+    pub exits: BTreeMap<String, usize>,
 }
 
 impl Report {
@@ -195,6 +198,7 @@ pub fn check(facts: &Facts) -> Report {
     report.recovery_secs = facts
         .fault_window
         .and_then(|w| recovery_secs(&facts.delivered, w));
+    report.exits = facts.exits.clone();
     report.peak_rss_mib = facts
         .peak_rss_kib
         .iter()

@@ -151,6 +151,15 @@ impl Run {
         run
     }
 
+    /// Samples memory and restarts what exited, as Kubernetes would.
+    pub fn supervise(&self) {
+        let mut fleet = self.fleet();
+        fleet.sample();
+        for p in fleet.supervise() {
+            eprintln!("{}: {p} exited; restarted", self.name);
+        }
+    }
+
     pub fn fleet(&self) -> std::sync::MutexGuard<'_, Fleet> {
         self.fleet.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -215,8 +224,8 @@ impl Run {
             if let Some(wait) = (gap * (n - from + 1) as u32).checked_sub(begin.elapsed()) {
                 tokio::time::sleep(wait).await;
             }
-            if n % 50 == 0 {
-                self.fleet().sample();
+            if n % 10 == 0 {
+                self.supervise();
             }
         }
         out
@@ -277,7 +286,7 @@ impl Run {
             facts.statuses = statuses.clone();
             facts.delivered = self.delivered();
             let unsettled = oracle::check(&facts).unsettled;
-            self.fleet().sample();
+            self.supervise();
             match quiet_until {
                 None if unsettled == 0 => {
                     quiet_until = Some(Instant::now() + Duration::from_secs(5))
@@ -300,6 +309,7 @@ impl Run {
             })
             .collect();
         facts.peak_rss_kib = self.fleet().peaks();
+        facts.exits = self.fleet().exits.clone();
         let report = oracle::check(&facts);
         self.record(&report);
         report

@@ -1,7 +1,7 @@
 //! Poison records of every kind on every input topic, in the middle of a steady load:
-//! undecodable bytes, an unknown schema id, a record of another type, a truncated record, an
-//! empty value and a request whose outputs would be too large for the broker. Each is
-//! dead-lettered (or, for a request, given a terminal outcome) and nothing else is affected.
+//! undecodable bytes, an unknown schema id, a record of another type, a truncated record and
+//! a request too large to fan out. Each on a stream topic is dead-lettered with its class;
+//! on a table topic it is skipped and counted; nothing else is affected.
 //! (The contract's records have no recursion, so "deeply nested" has no Avro form here.)
 
 use std::time::Duration;
@@ -61,6 +61,14 @@ async fn poison_on_every_input_is_dead_lettered_and_harms_nothing_else() {
     ];
     let requests = scaled(150);
     let start = now_ms();
+    // Table topics (profiles, templates, token feedback) are compacted state read by every
+    // instance: a poison record there is skipped with a warning and counted, not dead-lettered
+    // (each instance would dead-letter it again on every load).
+    let tables = [
+        topics["users"].as_str(),
+        topics["templates"].as_str(),
+        stack.feedback.as_str(),
+    ];
     let mut poisoned = 0;
     let poison = async {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -94,7 +102,7 @@ async fn poison_on_every_input_is_dead_lettered_and_harms_nothing_else() {
         "{dead} dead letters for {poisoned} poison records: {report:#?}"
     );
     assert!(
-        run.fleet().restart_exited().is_empty(),
+        run.fleet().exits.is_empty(),
         "a processor crashed on poison"
     );
 }
