@@ -3,11 +3,16 @@
 # default 5: five times the load and the fault lengths of the short versions `make test` runs),
 # one at a time, against the default deployment as processes; writes RELIABILITY.md's table
 # (between its chaos markers) with the command and the commit. CHAOS_RELEASE=1 runs a release
-# build of `notify`. The shared stack is started if needed and never stopped.
+# build of `notify`. CHAOS_FILTER picks scenarios (a test name filter, default every fault test);
+# CHAOS_APPEND=1 adds their rows to the last run's (.run/chaos-rows.jsonl) instead of starting
+# afresh. The shared stack is started if needed and never stopped.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-dev/stack.sh up
+# A stack already serving (perhaps started from another checkout) is used as it is.
+if ! (exec 3<>"/dev/tcp/127.0.0.1/${NOTIFY_KAFKA_PORT:-19092}") 2>/dev/null; then
+  dev/stack.sh up
+fi
 export NOTIFY_CHAOS_SCALE=${NOTIFY_CHAOS_SCALE:-5}
 export NOTIFY_TEST_PATIENCE=${NOTIFY_TEST_PATIENCE:-2}
 if [ "${CHAOS_RELEASE:-0}" = 1 ]; then
@@ -17,15 +22,18 @@ else
   cargo build --quiet --bin notify
 fi
 mkdir -p .run
-rows=$(mktemp)
+rows="$ROOT/.run/chaos-rows.jsonl"
+if [ "${CHAOS_APPEND:-0}" != 1 ]; then : >"$rows"; fi
 export NOTIFY_CHAOS_REPORT=$rows
 status=0
-cargo test -p notify-tests --test it -- faults:: --test-threads 1 2>&1 | tee .run/chaos.log || status=$?
+cargo test -p notify-tests --test it -- "${CHAOS_FILTER:-faults::}" --test-threads 1 2>&1 | tee .run/chaos.log || status=$?
 commit=$(git rev-parse --short HEAD)$(git diff --quiet || echo "+changes")
 table=$(jq -rs '
-  ["| scenario | requests | messages | delivered | lost | duplicate sends | duplicate statuses | spurious DUPLICATE | dead letters | rate-limit violations | recovery s | peak RSS MiB |",
-   "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
-  + map(.report as $r | "| \(.scenario) | \($r.requests) | \($r.messages_expected) | \($r.delivered) | \($r.lost) | \($r.duplicate_sends) | \($r.duplicate_statuses) | \($r.spurious_duplicates) | \($r.dead_letters | to_entries | map("\(.key) \(.value)") | join(", ") | if . == "" then "0" else . end) | \($r.rate_limit_violations) | \($r.recovery_secs // "-") | \($r.peak_rss_mib | to_entries | map("\(.key) \(.value | floor)") | join(", ")) |")
+  def kv(f): to_entries | map("\(.key) \(.value | f)") | join(", ") | if . == "" then "0" else . end;
+  ["| scenario | s | requests | messages | delivered | lost | duplicate sends | duplicate statuses | spurious DUPLICATE | dead letters | rate-limit violations | recovery s | exits | peak RSS MiB |",
+   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|"]
+  + (group_by(.scenario) | map(.[-1]) | map(.report as $r |
+      "| \(.scenario) | \(.secs) | \($r.requests) | \($r.messages_expected) | \($r.delivered) | \($r.lost) | \($r.duplicate_sends) | \($r.duplicate_statuses) | \($r.spurious_duplicates) | \($r.dead_letters | kv(.)) | \($r.rate_limit_violations) | \($r.recovery_secs // "-") | \($r.exits | kv(.)) | \($r.peak_rss_mib | kv(floor)) |"))
   | .[]' "$rows")
 {
   echo "<!-- chaos:begin -->"
@@ -40,6 +48,5 @@ if [ -f RELIABILITY.md ] && grep -q 'chaos:begin' RELIABILITY.md; then
 else
   cat .run/chaos-table.md >>RELIABILITY.md
 fi
-rm -f "$rows"
 echo "[chaos] RELIABILITY.md updated (exit status $status)" >&2
 exit "$status"

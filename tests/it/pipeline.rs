@@ -68,8 +68,6 @@ pub enum Mode {
 /// dead letters), on this test's topics, keyspace and provider sandbox.
 pub struct Pipeline {
     pub stack: Stack,
-    pub mode: Mode,
-    pub config: Config,
     /// Topics of the stages, by name (`requests`, `users`, `deferred`, ...).
     pub topics: BTreeMap<&'static str, String>,
     shutdown: CancellationToken,
@@ -175,8 +173,6 @@ impl Pipeline {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         Pipeline {
             stack,
-            mode,
-            config,
             topics,
             shutdown,
             stages,

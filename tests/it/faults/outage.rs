@@ -28,13 +28,12 @@ async fn the_registry_down_holds_records_and_dead_letters_none() {
     let fault = async {
         tokio::time::sleep(Duration::from_secs(3)).await;
         proxy.fail_with(Some(503));
-        let mut fleet = run.fleet();
         for p in [notify_chain::NAME, "deliver-sms"] {
+            let mut fleet = run.fleet();
             let i = fleet.of(p)[0];
             fleet.kill(i);
             fleet.spawn(p, &[]);
         }
-        drop(fleet);
         eprintln!("registry down, chain and deliver-sms restarted");
         tokio::time::sleep(outage).await;
         proxy.fail_with(None);

@@ -73,16 +73,17 @@ async fn poison_on_every_input_is_dead_lettered_and_harms_nothing_else() {
     let poison = async {
         tokio::time::sleep(Duration::from_secs(2)).await;
         for topic in inputs {
+            let counted = usize::from(!tables.contains(&topic));
             for (kind, bytes) in &kinds {
                 env.produce_bytes(topic, Some(kind), Some(bytes), None, &[])
                     .await;
-                poisoned += 1;
+                poisoned += counted;
             }
             // A profile where something else belongs (not on the profile topic itself).
             if topic != topics["users"] {
                 env.produce_bytes(topic, Some("wrong type"), Some(&profile_bytes), None, &[])
                     .await;
-                poisoned += 1;
+                poisoned += counted;
             }
         }
         // A request that fits the broker but whose channel messages (they carry its data)
