@@ -1,5 +1,5 @@
 # The two commands of the README are `make dev` and `make test`; the rest are their parts.
-.PHONY: dev test stack-up stack-down stack-status build image lint bench clean
+.PHONY: dev test stack-up stack-down stack-status build image lint bench chaos clean
 
 dev: ## Stack, topics, schemas, migrations, processors and a demo; Ctrl-C stops it all.
 	dev/setup.sh
@@ -25,6 +25,9 @@ image: ## The container image (Dockerfile) with docker, podman or buildah, where
 
 bench: ## Benchmarks on the local stack: writes BENCHMARKS.md and bench/*.png (BENCH_ARGS="--records N").
 	dev/bench.sh $(BENCH_ARGS)
+
+chaos: ## Every fault scenario at full length; writes RELIABILITY.md (NOTIFY_CHAOS_SCALE=N, CHAOS_RELEASE=1).
+	dev/chaos.sh
 
 lint:
 	cargo fmt --all -- --check

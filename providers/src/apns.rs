@@ -1,6 +1,7 @@
 //! APNs provider API client: HTTP/2, token-based auth, one pooled connection for all streams.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use notify_runtime::records::{ChannelMessage, Priority};
@@ -18,6 +19,16 @@ const APNS_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f0c_5a8e_4d1b_4c57_9a2e_0b7d_
 
 /// Apple's reasons that mean the device token will never work again.
 const TOKEN_REASONS: &[&str] = &["BadDeviceToken", "Unregistered", "DeviceTokenNotForTopic"];
+
+/// Reasons Apple also gives for every token when our side is wrong: a wrong `apns-topic`
+/// (DeviceTokenNotForTopic) or production tokens sent to the development endpoint and back
+/// (BadDeviceToken).
+const CONFIG_SUSPECT_REASONS: &[&str] = &["BadDeviceToken", "DeviceTokenNotForTopic"];
+
+/// This many suspect rejections in a row, with no message accepted in between, is taken as a
+/// configuration error, not as that many dead tokens: the messages are held (Unavailable)
+/// instead of erasing the user base through token feedback. One accepted message resets it.
+pub const TOKEN_BREAKER_AT: u32 = 20;
 
 #[derive(Debug, Clone)]
 pub struct ApnsConfig {
@@ -37,6 +48,8 @@ pub struct ApnsClient {
     http: reqwest::Client,
     config: ApnsConfig,
     token: Mutex<ProviderToken>,
+    /// Suspect token rejections since the last accepted message.
+    suspect_in_a_row: AtomicU32,
 }
 
 impl ApnsClient {
@@ -57,6 +70,7 @@ impl ApnsClient {
             http,
             config,
             token: Mutex::new(token),
+            suspect_in_a_row: AtomicU32::new(0),
         })
     }
 
@@ -109,6 +123,7 @@ impl ApnsClient {
                 .get("apns-id")
                 .and_then(|v| v.to_str().ok())
                 .map_or_else(|| apns_id.to_string(), str::to_string);
+            self.suspect_in_a_row.store(0, Ordering::Relaxed);
             return Ok(SendOutcome::Sent { provider_id });
         }
         let body: Value = resp.json().await.unwrap_or(Value::Null);
@@ -118,6 +133,19 @@ impl ApnsClient {
             .unwrap_or("")
             .to_string();
         let detail = format!("APNs {}: {reason}", status.as_u16());
+        if CONFIG_SUSPECT_REASONS.contains(&reason.as_str()) {
+            let in_a_row = self.suspect_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+            if in_a_row >= TOKEN_BREAKER_AT {
+                return Ok(SendOutcome::Unavailable {
+                    reason: format!(
+                        "{detail}, {in_a_row} tokens in a row and none accepted: the apns-topic \
+                         ({}) or the endpoint is likely wrong; holding messages, no token marked \
+                         invalid",
+                        self.config.topic
+                    ),
+                });
+            }
+        }
         if status == StatusCode::GONE || TOKEN_REASONS.contains(&reason.as_str()) {
             return Ok(SendOutcome::TokenInvalid { reason: detail });
         }

@@ -16,7 +16,7 @@ mod sendgrid;
 mod smtp;
 mod twilio;
 
-pub use apns::{ApnsClient, ApnsConfig, apns_id};
+pub use apns::{ApnsClient, ApnsConfig, TOKEN_BREAKER_AT, apns_id};
 pub use email::EmailClient;
 pub use fcm::{FcmClient, FcmConfig};
 pub use fcm_auth::ServiceAccount;

@@ -111,6 +111,15 @@ pub fn producer_config(config: &Config) -> ClientConfig {
     c
 }
 
+/// The largest record the producer takes (`message.max.bytes`, librdkafka's default 1,000,000
+/// unless the config sets it): a larger output is refused before it is sent.
+pub fn max_record_bytes(config: &Config) -> usize {
+    producer_config(config)
+        .get("message.max.bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
 /// Whether the loop wants its partitions paused (backpressure). librdkafka keeps a
 /// partition's pause flag across a revoke and a re-assignment of the same partition, so a
 /// resume issued in between (on an empty assignment) would leave it paused for good: the

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
@@ -107,6 +107,9 @@ impl<P: Processor> Lane<P> {
         let Some(encoded) = encoded else {
             // Shut down, revoked, or a fatal error: not finished, so redone by whoever owns
             // the partition next.
+            return;
+        };
+        let Some(encoded) = self.within_limit(&record, encoded).await else {
             return;
         };
         if self.shared.txn.is_some() {
@@ -215,6 +218,48 @@ impl<P: Processor> Lane<P> {
                 }
             }
         }
+    }
+
+    /// `encoded`, or, when one output is larger than the producer takes, the record's dead
+    /// letter instead of all its outputs (sending would fail the processor, and a restart would
+    /// fail on the same record again). A dead letter too large itself goes without the payload;
+    /// its headers still say where the record is.
+    async fn within_limit(
+        &self,
+        record: &RecordMeta,
+        encoded: Vec<Encoded>,
+    ) -> Option<Vec<Encoded>> {
+        let limit = self.shared.max_record_bytes;
+        let Some(big) = encoded.iter().find(|e| e.size() > limit) else {
+            return Some(encoded);
+        };
+        let reason = format!(
+            "an output to {} would be {} bytes, over the producer's limit of {limit} (message.max.bytes)",
+            big.topic,
+            big.size()
+        );
+        tracing::warn!(topic = %record.topic, offset = record.offset, %reason, "dead letter");
+        self.shared
+            .metrics
+            .dead_letters
+            .with_label_values(&[self.stage(), ErrorClass::Validation.as_str()])
+            .inc();
+        let mut dl = self.dead_letter(
+            record,
+            self.stage(),
+            ErrorClass::Validation,
+            reason,
+            now_ms(),
+        );
+        let payload_len = record.payload.as_ref().map_or(0, Vec::len);
+        if payload_len + 4096 > limit {
+            dl.value = Value::Bytes(Vec::new());
+            dl.headers.push((
+                "notify.error.payload_dropped".into(),
+                payload_len.to_string().into_bytes(),
+            ));
+        }
+        self.encode_all(vec![dl]).await
     }
 
     fn dead_letter(
@@ -424,4 +469,19 @@ pub(crate) struct Encoded {
     payload: Option<Vec<u8>>,
     headers: OwnedHeaders,
     partition: Option<i32>,
+}
+
+impl Encoded {
+    /// Bytes as librdkafka counts them against `message.max.bytes` (before compression).
+    fn size(&self) -> usize {
+        let headers: usize = (0..self.headers.count())
+            .map(|i| {
+                let h = self.headers.get(i);
+                h.key.len() + h.value.map_or(0, <[u8]>::len)
+            })
+            .sum();
+        self.key.as_ref().map_or(0, String::len)
+            + self.payload.as_ref().map_or(0, Vec::len)
+            + headers
+    }
 }

@@ -6,6 +6,7 @@ pub mod codec;
 pub mod config;
 pub mod cql;
 pub mod dlq;
+pub mod fault;
 pub mod headers;
 pub mod http;
 pub mod kafka;

@@ -87,6 +87,8 @@ pub(crate) struct Shared {
     pub fatal: Mutex<Option<String>>,
     /// Set in exactly-once mode.
     pub txn: Option<Arc<Transactions>>,
+    /// The producer's `message.max.bytes`: a larger output dead-letters its input.
+    pub max_record_bytes: usize,
 }
 
 impl Shared {
@@ -193,6 +195,7 @@ pub async fn start<P: Processor>(
         shutdown,
         fatal: Mutex::new(None),
         txn,
+        max_record_bytes: crate::kafka::max_record_bytes(&config),
         config,
         spec,
     });

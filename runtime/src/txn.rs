@@ -87,6 +87,7 @@ impl Transactions {
                 .send_offsets_to_transaction(&tpl, &group, timeout)
                 .map_err(|e| format!("send offsets to transaction: {e}"))?;
         }
+        crate::fault::point("txn.before_commit");
         producer
             .commit_transaction(timeout)
             .map_err(|e| format!("commit transaction: {e}"))?;

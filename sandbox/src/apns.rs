@@ -74,6 +74,7 @@ pub(crate) async fn send(
                 .filter_map(|name| Some((name.to_string(), header_str(&headers, name)?.into())))
                 .collect();
             recorded.insert("http-version".into(), format!("{version:?}"));
+            let accepted_for = token.clone();
             state.records.record(Accepted {
                 provider: Provider::Apns,
                 path: format!("/3/device/{token}"),
@@ -82,6 +83,7 @@ pub(crate) async fn send(
                 body: payload,
                 provider_id: apns_id.clone(),
             });
+            faults::hold_after_accept(&state, Provider::Apns, &accepted_for).await;
             StatusCode::OK.into_response()
         }
     };

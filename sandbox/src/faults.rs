@@ -38,6 +38,13 @@ pub struct FaultSpec {
     /// Close the connection (HTTP/1) or reset the stream (HTTP/2) instead of answering.
     #[serde(default)]
     pub drop_connection: bool,
+    /// The share of matching requests that get the fault (a storm of 50% 503s); absent: all.
+    #[serde(default)]
+    pub ratio: Option<f64>,
+    /// Accept the message (it counts as delivered), then wait `latency_ms` before answering:
+    /// a provider that accepts and then times out.
+    #[serde(default)]
+    pub after_accept: bool,
 }
 
 impl FaultSpec {
@@ -51,7 +58,17 @@ impl FaultSpec {
             times: None,
             body: None,
             drop_connection: false,
+            ratio: None,
+            after_accept: false,
         }
+    }
+    pub fn after_accept(mut self) -> Self {
+        self.after_accept = true;
+        self
+    }
+    pub fn ratio(mut self, share: f64) -> Self {
+        self.ratio = Some(share);
+        self
     }
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
@@ -112,18 +129,25 @@ impl FaultTable {
 
     /// The fault for this request, if any, consuming one of its `times`. A fault aimed at
     /// the token wins over a provider-wide one, so a test can single out one device.
-    fn take(&self, provider: Provider, token: &str) -> Option<FaultSpec> {
+    fn take(&self, provider: Provider, token: &str, after_accept: bool) -> Option<FaultSpec> {
         let mut inner = lock(&self.inner);
         let entries = &mut inner.1;
+        let kind = |e: &Entry| e.spec.provider == provider && e.spec.after_accept == after_accept;
         let pos = entries
             .iter()
-            .position(|e| e.spec.provider == provider && e.spec.token.as_deref() == Some(token))
+            .position(|e| kind(e) && e.spec.token.as_deref() == Some(token))
             .or_else(|| {
                 entries
                     .iter()
-                    .position(|e| e.spec.provider == provider && e.spec.token.is_none())
+                    .position(|e| kind(e) && e.spec.token.is_none())
             })?;
         let spec = entries[pos].spec.clone();
+        if spec
+            .ratio
+            .is_some_and(|share| rand::random::<f64>() >= share)
+        {
+            return None;
+        }
         if let Some(times) = entries[pos].spec.times.as_mut() {
             *times = times.saturating_sub(1);
             if *times == 0 {
@@ -142,7 +166,7 @@ pub(crate) async fn apply(
     token: &str,
     default_body: fn(StatusCode) -> serde_json::Value,
 ) -> Option<Response> {
-    let spec = state.faults.take(provider, token)?;
+    let spec = state.faults.take(provider, token, false)?;
     if let Some(ms) = spec.latency_ms {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -159,6 +183,17 @@ pub(crate) async fn apply(
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     Some(resp)
+}
+
+/// After a message was recorded as accepted: waits out a matching `after_accept` fault.
+pub(crate) async fn hold_after_accept(state: &AppState, provider: Provider, token: &str) {
+    if let Some(ms) = state
+        .faults
+        .take(provider, token, true)
+        .and_then(|s| s.latency_ms)
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
 }
 
 pub(crate) async fn add_fault(
@@ -192,21 +227,46 @@ pub(crate) async fn clear_faults(
 mod tests {
     use super::*;
 
+    impl FaultTable {
+        fn take_any(&self, provider: Provider, token: &str) -> Option<FaultSpec> {
+            self.take(provider, token, false)
+        }
+    }
+
+    #[test]
+    fn after_accept_faults_are_taken_only_after_accepting() {
+        let table = FaultTable::default();
+        table.add(
+            FaultSpec::new(Provider::Fcm)
+                .latency_ms(9)
+                .after_accept()
+                .times(1),
+        );
+        assert!(table.take(Provider::Fcm, "t", false).is_none());
+        assert_eq!(
+            table
+                .take(Provider::Fcm, "t", true)
+                .and_then(|s| s.latency_ms),
+            Some(9)
+        );
+        assert!(table.take(Provider::Fcm, "t", true).is_none());
+    }
+
     #[test]
     fn token_fault_wins_and_times_run_out() {
         let table = FaultTable::default();
         table.add(FaultSpec::new(Provider::Apns).status(503).times(1));
         table.add(FaultSpec::new(Provider::Apns).token("dead").status(410));
-        let first = table.take(Provider::Apns, "dead").map(|s| s.status);
+        let first = table.take_any(Provider::Apns, "dead").map(|s| s.status);
         assert_eq!(first, Some(Some(410)));
         assert_eq!(
-            table.take(Provider::Apns, "other").map(|s| s.status),
+            table.take_any(Provider::Apns, "other").map(|s| s.status),
             Some(Some(503))
         );
-        assert!(table.take(Provider::Apns, "other").is_none());
-        assert!(table.take(Provider::Fcm, "dead").is_none());
-        assert!(table.take(Provider::Apns, "dead").is_some());
+        assert!(table.take_any(Provider::Apns, "other").is_none());
+        assert!(table.take_any(Provider::Fcm, "dead").is_none());
+        assert!(table.take_any(Provider::Apns, "dead").is_some());
         table.clear(Some(Provider::Apns));
-        assert!(table.take(Provider::Apns, "dead").is_none());
+        assert!(table.take_any(Provider::Apns, "dead").is_none());
     }
 }

@@ -142,6 +142,7 @@ pub(crate) async fn send(
     let name = format!("projects/{project}/messages/{}", random_hex(8));
     let mut recorded = BTreeMap::new();
     recorded.insert("http-version".to_string(), format!("{version:?}"));
+    let accepted_for = token.clone();
     state.records.record(Accepted {
         provider: Provider::Fcm,
         path: format!("/v1/projects/{project}/messages:send"),
@@ -150,6 +151,7 @@ pub(crate) async fn send(
         body: parsed.unwrap_or(Value::Null),
         provider_id: name.clone(),
     });
+    faults::hold_after_accept(&state, Provider::Fcm, &accepted_for).await;
     Json(json!({ "name": name })).into_response()
 }
 

@@ -46,6 +46,7 @@ pub(crate) async fn send(
         return sendgrid_error(StatusCode::BAD_REQUEST, message, Some(field));
     }
     let message_id = random_hex(11);
+    let accepted_for = to.clone();
     state.records.record(Accepted {
         provider: Provider::Sendgrid,
         path: "/v3/mail/send".into(),
@@ -54,6 +55,7 @@ pub(crate) async fn send(
         body: mail,
         provider_id: message_id.clone(),
     });
+    faults::hold_after_accept(&state, Provider::Sendgrid, &accepted_for).await;
     let mut resp = StatusCode::ACCEPTED.into_response();
     if let Ok(value) = HeaderValue::from_str(&message_id) {
         resp.headers_mut().insert("x-message-id", value);

@@ -72,6 +72,7 @@ pub(crate) async fn send(
         );
     }
     let sid = format!("SM{}", random_hex(16));
+    let accepted_for = to.clone();
     state.records.record(Accepted {
         provider: Provider::Twilio,
         path: format!("/2010-04-01/Accounts/{account_sid}/Messages.json"),
@@ -80,6 +81,7 @@ pub(crate) async fn send(
         body: json!(form),
         provider_id: sid.clone(),
     });
+    faults::hold_after_accept(&state, Provider::Twilio, &accepted_for).await;
     let resource = json!({
         "sid": sid,
         "account_sid": account_sid,

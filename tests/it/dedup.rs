@@ -4,7 +4,7 @@
 //! (held, then resumed; nothing lost, nothing twice).
 
 mod outage;
-mod private_cql;
+pub(crate) mod private_cql;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::{Child, Command, Stdio};

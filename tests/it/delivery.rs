@@ -42,7 +42,11 @@ pub enum Mail {
 
 impl Stack {
     pub async fn new(name: &str, mail: Mail) -> Stack {
-        let mut env = TestEnv::new(name).await;
+        Self::in_env(TestEnv::new(name).await, mail).await
+    }
+
+    /// As [`Stack::new`], in `env` (on a test's private broker, say).
+    pub async fn in_env(mut env: TestEnv, mail: Mail) -> Stack {
         let [apns, fcm, sms, email, retry, feedback, status, dlq] = env
             .create_topics(&[
                 ("apns", 1),

@@ -330,3 +330,59 @@ async fn sigkill_run(name: &str, transactional: bool) -> (usize, usize) {
     assert!(before_kill < N, "the kill must happen mid-stream");
     (missing.len(), duplicates)
 }
+
+/// An output larger than the producer takes (`message.max.bytes`, set low here) dead-letters
+/// its input instead of stopping the processor (a restart would meet the same record again:
+/// a crash loop); the record after it passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_output_too_large_for_the_broker_is_dead_lettered_not_a_crash_loop() {
+    let env = TestEnv::new("oversized").await;
+    let [input, output, dlq_topic] = env
+        .create_topics(&[("in", 1), ("out", 1), ("dlq", 1)])
+        .await
+        .try_into()
+        .unwrap();
+    let mut config = env.config.clone();
+    config.runtime.dlq_topic = dlq_topic.clone();
+    config
+        .kafka
+        .producer
+        .insert("message.max.bytes".into(), "4000".into());
+    let running = env
+        .start_with(
+            AvroPassThrough {
+                output: output.clone(),
+            },
+            "passthrough",
+            &[&input],
+            config,
+        )
+        .await;
+    let mut big = request("evt-big", "user-1");
+    big.data.insert("padding".into(), "x".repeat(6_000));
+    env.produce(&input, "user-1", &big).await;
+    let small = request("evt-small", "user-1");
+    env.produce(&input, "user-1", &small).await;
+
+    let got = env
+        .reader(&output)
+        .records::<NotificationRequest>(&env.codec, 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(got.len(), 1, "the record after the big one passed");
+    assert_eq!(got[0].value.event_id, "evt-small");
+    let dead = env.reader(&dlq_topic).raw(1, Duration::from_secs(30));
+    assert_eq!(dead.len(), 1);
+    let h = headers_of(&dead[0]);
+    assert_eq!(
+        h.get(dlq::CLASS).map(String::as_str),
+        Some("validation"),
+        "{h:?}"
+    );
+    assert!(
+        h.get(dlq::REASON)
+            .is_some_and(|r| r.contains("message.max.bytes")),
+        "{h:?}"
+    );
+    assert!(h.contains_key("notify.error.payload_dropped"), "{h:?}");
+    running.stop().await.expect("the processor never stopped");
+}

@@ -75,6 +75,64 @@ pub struct Pipeline {
     deliveries: Vec<Started>,
 }
 
+/// The pipeline's topics, configuration and templates, nothing running yet.
+pub struct Prepared {
+    pub stack: Stack,
+    pub config: Config,
+    pub topics: BTreeMap<&'static str, String>,
+}
+
+/// Topics (`partitions` each), this test's configuration of every stage (the push rule of
+/// dev/notify.toml, one 1 s retry step) and the demo templates pushed.
+pub async fn prepare(name: &str, partitions: i32, mail: Mail) -> Prepared {
+    prepare_in(Stack::new(name, mail).await, partitions).await
+}
+
+/// As [`prepare`], on `stack`.
+pub async fn prepare_in(stack: Stack, partitions: i32) -> Prepared {
+    let names = [
+        "requests",
+        "users",
+        "preferences",
+        "deduped",
+        "rendered",
+        "limited",
+        "deferred",
+    ];
+    let mut spec: Vec<(&str, i32)> = names.iter().map(|n| (*n, partitions)).collect();
+    spec.push(("templates", 1));
+    let created = stack.env.create_topics(&spec).await;
+    let topics: BTreeMap<&'static str, String> = names
+        .iter()
+        .copied()
+        .chain(["templates"])
+        .zip(created)
+        .collect();
+    let mut config = stage_config(&stack, &topics);
+    if let Some(toml::Value::Table(t)) = config.processors.get_mut("ratelimit") {
+        t.insert("rules".into(), toml::Value::Array(vec![push_rule()]));
+    }
+    config.processors.insert(
+        notify_retry::NAME.into(),
+        crate::retry::settings(
+            std::slice::from_ref(&stack.retry),
+            &[1_000],
+            &topics["deferred"],
+        ),
+    );
+    let templates =
+        notify_cli::templates::load_dir(&notify_tests::repo_root().join("dev/templates"))
+            .expect("demo templates");
+    notify_cli::templates::push(&config, &topics["templates"], &templates)
+        .await
+        .expect("templates pushed");
+    Prepared {
+        stack,
+        config,
+        topics,
+    }
+}
+
 /// At most 3 pushes per user an hour, as dev/notify.toml has it.
 fn push_rule() -> toml::Value {
     toml::Value::Table(toml::toml! { channel = "PUSH"
@@ -89,43 +147,11 @@ impl Pipeline {
     }
 
     pub async fn start_with(name: &str, mode: Mode, partitions: i32) -> Pipeline {
-        let stack = Stack::new(name, Mail::Smtp).await;
-        let names = [
-            "requests",
-            "users",
-            "preferences",
-            "deduped",
-            "rendered",
-            "limited",
-            "deferred",
-        ];
-        let mut spec: Vec<(&str, i32)> = names.iter().map(|n| (*n, partitions)).collect();
-        spec.push(("templates", 1));
-        let created = stack.env.create_topics(&spec).await;
-        let topics: BTreeMap<&'static str, String> = names
-            .iter()
-            .copied()
-            .chain(["templates"])
-            .zip(created)
-            .collect();
-        let mut config = stage_config(&stack, &topics);
-        if let Some(toml::Value::Table(t)) = config.processors.get_mut("ratelimit") {
-            t.insert("rules".into(), toml::Value::Array(vec![push_rule()]));
-        }
-        config.processors.insert(
-            notify_retry::NAME.into(),
-            crate::retry::settings(
-                std::slice::from_ref(&stack.retry),
-                &[1_000],
-                &topics["deferred"],
-            ),
-        );
-        let templates =
-            notify_cli::templates::load_dir(&notify_tests::repo_root().join("dev/templates"))
-                .expect("demo templates");
-        notify_cli::templates::push(&config, &topics["templates"], &templates)
-            .await
-            .expect("templates pushed");
+        let Prepared {
+            stack,
+            config,
+            topics,
+        } = prepare(name, partitions, Mail::Smtp).await;
         let shutdown = CancellationToken::new();
         let mut stages = Vec::new();
         let before_delivery: &[&'static str] = match mode {

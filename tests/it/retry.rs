@@ -49,10 +49,14 @@ impl Ladder {
         env.config.runtime.status_topic = status.clone();
         env.config.runtime.dlq_topic = dlq_topic.clone();
         let mut config = env.config.clone();
-        config.processors.insert(
-            notify_retry::NAME.into(),
-            settings(&topics, delays_ms, &deferred),
-        );
+        let mut retry = settings(&topics, delays_ms, &deferred);
+        if let toml::Value::Table(t) = &mut retry {
+            t.insert(
+                "origins".into(),
+                toml::Value::Array(vec![origin.clone().into()]),
+            );
+        }
+        config.processors.insert(notify_retry::NAME.into(), retry);
         Ladder {
             env,
             steps: topics,

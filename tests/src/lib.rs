@@ -23,6 +23,8 @@ use notify_runtime::{
 
 pub use notify_runtime;
 
+pub mod fleet;
+pub mod oracle;
 pub mod private_kafka;
 pub mod registry_proxy;
 

@@ -369,6 +369,7 @@ impl<P: Provider, L: DeliveryLedger, O: Ownership> Processor for Deliverer<P, L,
         }
         let started = Instant::now();
         let outcome = self.provider.send(&msg).await;
+        notify_runtime::fault::point("delivery.after_call");
         self.metrics
             .observe(self.channel, &outcome, started.elapsed());
         let done = |state: State, provider_id: String, reason: &str| Row {
@@ -379,6 +380,7 @@ impl<P: Provider, L: DeliveryLedger, O: Ownership> Processor for Deliverer<P, L,
         match outcome {
             SendOutcome::Sent { provider_id } => {
                 self.finish(&key, done(State::Sent, provider_id, "")).await;
+                notify_runtime::fault::point("delivery.after_ledger");
                 Ok(vec![self.status(&msg, Outcome::Sent, None, attempt)])
             }
             SendOutcome::Retryable {

@@ -41,6 +41,36 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Runt
 /// Starts the retry processor and returns once it has subscribed.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, RuntimeError> {
     // Validated while read (see `RetrySettings`).
-    let settings: Settings = config.processor(NAME)?;
+    let mut settings: Settings = config.processor(NAME)?;
+    if settings.origins.is_empty() {
+        settings.origins = pipeline_origins(&config);
+    }
     worker::start(settings, config, shutdown).await
+}
+
+/// The topics records come to the retry processor from, as `config` names them: the input of
+/// each delivery processor (failed attempts) and the requests topic (quiet-hours deferrals),
+/// with their defaults where a table does not set them.
+pub fn pipeline_origins(config: &Config) -> Vec<String> {
+    let named = |processor: &str, key: &str, default: &str| {
+        config
+            .processors
+            .get(processor)
+            .and_then(|t| t.get(key))
+            .and_then(|v| v.as_str())
+            .unwrap_or(default)
+            .to_string()
+    };
+    let mut origins: Vec<String> = ["apns", "fcm", "sms", "email"]
+        .iter()
+        .map(|c| {
+            named(
+                &format!("deliver-{c}"),
+                "input",
+                &format!("notify.channel.{c}.v1"),
+            )
+        })
+        .collect();
+    origins.push(named("preferences", "requests_topic", "notify.requests.v1"));
+    origins
 }

@@ -60,6 +60,18 @@ pub fn plan(settings: &RetrySettings, facts: &Facts<'_>) -> Plan {
             origin: None,
         };
     };
+    if !settings.origins.is_empty() && !settings.origins.contains(&origin) {
+        // Not sent back, and not named as the dead letter's source: a redrive must not send
+        // it there either.
+        return Plan::DeadLetter {
+            class: ErrorClass::Validation,
+            reason: format!(
+                "{} {origin:?} is not one of the pipeline's topics",
+                h::ORIGIN_TOPIC
+            ),
+            origin: None,
+        };
+    }
     match facts.source {
         Source::Deferred => match number(facts, h::NOT_BEFORE) {
             Some(not_before) => Plan::Hold {
@@ -156,6 +168,7 @@ mod tests {
             steps: vec![step("1s", 1_000), step("2s", 2_000), step("3s", 3_000)],
             jitter: 0.5,
             deferred_jitter_ms: 100,
+            origins: vec!["chan".into()],
             ..RetrySettings::default()
         }
     }
@@ -360,5 +373,42 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn an_origin_outside_the_pipeline_is_a_dead_letter_not_a_destination() {
+        for source in [Source::Step(0), Source::Deferred] {
+            let p = decide(
+                source,
+                &[
+                    (h::ORIGIN_TOPIC, "notify.users.v1"),
+                    (dlq::ATTEMPTS, "1"),
+                    (h::NOT_BEFORE, "1"),
+                ],
+                0.0,
+            );
+            match p {
+                Plan::DeadLetter {
+                    class: ErrorClass::Validation,
+                    origin: None,
+                    reason,
+                } => assert!(reason.contains("notify.users.v1"), "{reason}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_pipeline_origins_follow_the_config() {
+        let mut config = notify_runtime::Config::default();
+        config.processors.insert(
+            "deliver-sms".into(),
+            toml::Value::Table(toml::toml! { input = "t.sms" }),
+        );
+        let origins = crate::pipeline_origins(&config);
+        assert!(origins.contains(&"t.sms".to_string()), "{origins:?}");
+        assert!(origins.contains(&"notify.channel.apns.v1".to_string()));
+        assert!(origins.contains(&"notify.requests.v1".to_string()));
+        assert!(!origins.contains(&"notify.channel.sms.v1".to_string()));
     }
 }

@@ -32,6 +32,10 @@ pub struct RetrySettings {
     pub deferred_jitter_ms: u64,
     /// Records held in memory per partition before that partition is paused (bounded memory).
     pub max_held_per_partition: usize,
+    /// Topics a record may be returned to (its `notify.origin.topic`); a record naming any
+    /// other is dead-lettered, never forwarded there. Empty: the pipeline's own, as the same
+    /// config names them (every delivery processor's input and the requests topic).
+    pub origins: Vec<String>,
 }
 
 /// The table as written, before validation.
@@ -53,6 +57,10 @@ struct Unchecked {
     deferred_jitter_ms: u64,
     /// Records held in memory per partition before that partition is paused (bounded memory).
     max_held_per_partition: usize,
+    /// Topics a record may be returned to (its `notify.origin.topic`); a record naming any
+    /// other is dead-lettered, never forwarded there. Empty: the pipeline's own, as the same
+    /// config names them (every delivery processor's input and the requests topic).
+    origins: Vec<String>,
 }
 
 impl Default for Unchecked {
@@ -65,6 +73,7 @@ impl Default for Unchecked {
             jitter: d.jitter,
             deferred_jitter_ms: d.deferred_jitter_ms,
             max_held_per_partition: d.max_held_per_partition,
+            origins: d.origins,
         }
     }
 }
@@ -80,6 +89,7 @@ impl TryFrom<Unchecked> for RetrySettings {
             jitter: u.jitter,
             deferred_jitter_ms: u.deferred_jitter_ms,
             max_held_per_partition: u.max_held_per_partition,
+            origins: u.origins,
         };
         s.validate().map_err(|errors| errors.join("; "))?;
         Ok(s)
@@ -108,6 +118,7 @@ impl Default for RetrySettings {
             jitter: 0.1,
             deferred_jitter_ms: 60_000,
             max_held_per_partition: 2_000,
+            origins: Vec::new(),
         }
     }
 }

@@ -202,3 +202,54 @@ async fn dropped_connection_is_retryable() {
             .is_sent()
     );
 }
+
+/// A wrong apns-topic (or endpoint) makes Apple reject every token: after
+/// TOKEN_BREAKER_AT such rejections in a row the client holds messages instead of declaring
+/// more tokens dead; one accepted message resets the count.
+#[tokio::test]
+async fn every_token_rejected_for_its_topic_is_a_configuration_error_not_dead_tokens() {
+    let sb = sandbox().await;
+    let client = apns_client(&sb, creds(), Duration::from_secs(5));
+    sb.add_fault(
+        FaultSpec::new(Provider::Apns)
+            .status(400)
+            .body(json!({"reason": "DeviceTokenNotForTopic"})),
+    );
+    let breaker = notify_providers::TOKEN_BREAKER_AT as usize;
+    let mut invalid = 0;
+    let mut held = 0;
+    for i in 0..breaker + 5 {
+        let token = format!("{:064x}", i + 1);
+        match client.send(&message(DeliveryChannel::Apns, &token)).await {
+            SendOutcome::TokenInvalid { .. } => invalid += 1,
+            SendOutcome::Unavailable { reason } => {
+                assert!(reason.contains("apns-topic"), "{reason}");
+                held += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        invalid,
+        breaker - 1,
+        "tokens declared dead before the breaker"
+    );
+    assert_eq!(held, 6);
+    sb.clear_faults();
+    assert!(
+        client
+            .send(&message(DeliveryChannel::Apns, DEVICE))
+            .await
+            .is_sent()
+    );
+    sb.add_fault(
+        FaultSpec::new(Provider::Apns)
+            .status(400)
+            .body(json!({"reason": "BadDeviceToken"}))
+            .times(1),
+    );
+    assert!(matches!(
+        client.send(&message(DeliveryChannel::Apns, DEVICE)).await,
+        SendOutcome::TokenInvalid { .. }
+    ));
+}
