@@ -42,6 +42,7 @@ pub async fn open_loop(
     topic: &str,
     rate: f64,
     seconds: f64,
+    written: Option<&std::sync::atomic::AtomicI64>,
 ) -> anyhow::Result<u64> {
     let mut out = Pipelined::new(bulk_producer(&kafka.bootstrap)?);
     let tick = Duration::from_millis(10);
@@ -57,6 +58,9 @@ pub async fn open_loop(
             let value = codec.encode(topic, &r).await?;
             out.send(topic, &r.user_id, &value).await?;
             sent += 1;
+            if let Some(w) = written {
+                w.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
     out.flush().await?;
@@ -150,6 +154,7 @@ pub async fn run(
             spec.input,
             rate,
             spec.latency_seconds,
+            None,
         )
         .await?;
         let target = (spec.prefilled + sent) as i64;

@@ -48,6 +48,8 @@ struct Procs<'a> {
     sandbox: &'a Sandbox,
     tracked: Vec<cpu::Tracked>,
     samples: Vec<cpu::Sample>,
+    /// Requests the harness wrote to the intake so far.
+    intake_written: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 pub async fn run(
@@ -102,6 +104,7 @@ pub async fn run(
         sandbox: &sandbox,
         tracked,
         samples: Vec::new(),
+        intake_written: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(plan.requests as i64)),
     };
     let started = now_ms();
     let mut result = PipelineResult {
@@ -157,6 +160,7 @@ async fn drive(
             metrics_url: s.running.metrics_url().to_string(),
             inputs: s.inputs.clone(),
             outputs: s.outputs.clone(),
+            harness: vec![(topics.chain.requests.clone(), p.intake_written.clone())],
         })
         .collect();
     let (running, tracked, samples) = (&mut p.running, &p.tracked, &mut p.samples);
@@ -223,6 +227,7 @@ async fn drive(
             &topics.chain.requests,
             rate,
             plan.phase_seconds,
+            Some(&p.intake_written),
         )
         .await;
         let to_ms = now_ms();

@@ -209,11 +209,18 @@ fn stage_specs(topics: &Topics, mode: Mode) -> Vec<Spec> {
     match mode {
         Mode::Split => stages
             .into_iter()
-            .map(|s| Spec {
-                name: s.name,
-                env: settings_env(s.name, &s.settings),
-                inputs: vec![s.input],
-                outputs: s.outputs,
+            .map(|s| {
+                let mut outputs = s.outputs;
+                if s.name == "preferences" {
+                    // Requests off their user's partition are forwarded back to the intake.
+                    outputs.push(c.requests.clone());
+                }
+                Spec {
+                    name: s.name,
+                    env: settings_env(s.name, &s.settings),
+                    inputs: vec![s.input],
+                    outputs,
+                }
             })
             .collect(),
         Mode::Chain => {
@@ -223,6 +230,8 @@ fn stage_specs(topics: &Topics, mode: Mode) -> Vec<Spec> {
                 env.extend(settings_env(s.name, &s.settings));
                 outputs.extend(s.outputs.iter().cloned());
             }
+            // Requests off their user's partition are forwarded back to the intake.
+            outputs.push(c.requests.clone());
             outputs.sort();
             outputs.dedup();
             vec![Spec {

@@ -4,6 +4,9 @@
 //! interval, so a growing backlog is seen within a sample.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use notify_runtime::CancellationToken;
@@ -20,6 +23,9 @@ pub struct Watched {
     /// Topics it writes: their records are counted by its `records_produced_total`, not by
     /// end offsets (which count transaction markers too).
     pub outputs: Vec<String>,
+    /// Records the harness wrote to its inputs, by topic (the intake, which the chain also
+    /// writes to when it forwards a request).
+    pub harness: Vec<(String, Arc<AtomicI64>)>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -101,8 +107,10 @@ pub async fn snapshot(
         // consumed twice.
         let mut written = 0;
         for t in &p.inputs {
+            let by_harness = p.harness.iter().find(|(h, _)| h == t).map(|(_, n)| n.load(Relaxed));
             written += match (produced.get(t.as_str()), ends.get(t.as_str())) {
-                (Some(n), _) => *n as i64,
+                (Some(n), _) => *n as i64 + by_harness.unwrap_or(0),
+                (None, _) if by_harness.is_some() => by_harness.unwrap_or(0),
                 (None, Some(e)) => *e,
                 (None, None) => {
                     let e = kafka.end_offsets(t)?;

@@ -81,14 +81,16 @@ async fn jwt_signed_by_another_key_is_refused() {
     let sb = sandbox().await;
     let client = apns_client(&sb, other_creds(), Duration::from_secs(5));
     let outcome = client.send(&message(DeliveryChannel::Apns, DEVICE)).await;
+    // Our own credentials refused: nothing wrong with the message, so it is held
+    // (Unavailable), never failed for good.
     match outcome {
-        SendOutcome::Permanent { reason } => {
+        SendOutcome::Unavailable { reason } => {
             assert!(
                 reason.contains("403") && reason.contains("InvalidProviderToken"),
                 "{reason}"
             )
         }
-        other => panic!("expected Permanent, got {other:?}"),
+        other => panic!("expected Unavailable, got {other:?}"),
     }
     assert!(sb.messages(None).is_empty());
 }
@@ -166,13 +168,14 @@ async fn status_faults_are_classified() {
 }
 
 #[tokio::test]
-async fn slow_provider_times_out_as_retryable() {
+async fn slow_provider_times_out_in_doubt() {
     let sb = sandbox().await;
     let client = apns_client(&sb, creds(), Duration::from_millis(300));
     sb.add_fault(FaultSpec::new(Provider::Apns).latency_ms(2_000).times(1));
     let outcome = client.send(&message(DeliveryChannel::Apns, DEVICE)).await;
+    // The request went out: the provider may have it (the channel's in-doubt policy decides).
     assert!(
-        matches!(&outcome, SendOutcome::Retryable { reason, .. } if reason.contains("timeout")),
+        matches!(&outcome, SendOutcome::InDoubt { reason } if reason.contains("timeout")),
         "{outcome:?}"
     );
     // The same pooled client recovers once the provider is fast again.
@@ -185,13 +188,14 @@ async fn slow_provider_times_out_as_retryable() {
 }
 
 #[tokio::test]
-async fn dropped_connection_is_retryable() {
+async fn dropped_connection_is_in_doubt() {
     let sb = sandbox().await;
     let client = apns_client(&sb, creds(), Duration::from_secs(5));
     sb.add_fault(FaultSpec::new(Provider::Apns).drop_connection().times(1));
     let outcome = client.send(&message(DeliveryChannel::Apns, DEVICE)).await;
+    // Cut after the request was written: the client cannot know whether it arrived.
     assert!(
-        matches!(outcome, SendOutcome::Retryable { .. }),
+        matches!(outcome, SendOutcome::InDoubt { .. }),
         "{outcome:?}"
     );
     assert!(sb.messages(None).is_empty());
