@@ -82,12 +82,13 @@ render default "${APIS[@]}"
 render split "${APIS[@]}" --set pipeline.mode=split
 render production "${APIS[@]}" -f "$TESTS/values/production.yaml"
 render strimzi "${APIS[@]}" -f "$TESTS/values/strimzi.yaml"
+render dashboard "${APIS[@]}" --set grafanaDashboard.enabled=true
 # The longest release name Helm allows (53): every object name still fits in 63.
 "$HELM" template "$(printf 'r%.0s' {1..53})" "$CHART" -n notify "${APIS[@]}" -f "$TESTS/values/strimzi.yaml" \
   --set pipeline.mode=split --set-string channels.sms.secret=twilio,channels.sms.accountSid=AC1,channels.sms.from=+15005550006 >"$out/longname.yaml"
 
 # 2. Strict decoding, references between objects, and what later steps need.
-for name in bare default split production strimzi longname; do
+for name in bare default split production strimzi longname dashboard; do
   "$VALIDATE" "${crds[@]}" -extract "$out/x/$name" "$out/$name.yaml" >&2 || fail "manifests of $name are invalid"
 done
 
@@ -116,6 +117,20 @@ grep -q 'unhealthyPodEvictionPolicy: AlwaysAllow' "$out/default.yaml" || fail "P
 grep -q 'path: /healthz' "$out/default.yaml" || fail "liveness on /healthz"
 grep -q '"security.protocol" = "SASL_SSL"' "$out/production.yaml" || fail "production: SASL_SSL in notify.toml"
 grep -q 'image: "registry.example.com/platform/notify@sha256:' "$out/production.yaml" || fail "production: image by digest"
+# Logs are JSON by default; the dashboard ConfigMap is off by default and, when on, carries
+# the sidecar's label and the repository's dashboard JSON unchanged.
+grep -A1 'name: NOTIFY_LOG_FORMAT' "$out/default.yaml" | grep -q 'value: "json"' || fail "logs must default to JSON"
+! grep -q 'grafana_dashboard' "$out/default.yaml" || fail "the dashboard ConfigMap must be off by default"
+python3 - "$out/dashboard.yaml" "$CHART/files/grafana-dashboard.json" <<'EOF' || fail "dashboard ConfigMap"
+import json, sys
+docs = open(sys.argv[1]).read().split("\n---")
+cm = [d for d in docs if "grafana_dashboard" in d]
+assert len(cm) == 1, "one dashboard ConfigMap"
+assert 'grafana_dashboard: "1"' in cm[0], cm[0][:400]
+body = cm[0].split("notify.json: |-\n", 1)[1]
+lines = [l[4:] for l in body.splitlines() if l.startswith("    ") or not l.strip()]
+assert json.loads("\n".join(lines)) == json.load(open(sys.argv[2])), "the ConfigMap's JSON differs from the file"
+EOF
 # NOTES.txt says what was deployed and which channels were not, and why.
 "$HELM" install t "$CHART" -n notify --dry-run=client >"$out/notes" 2>&1 || { cat "$out/notes" >&2; fail "helm install --dry-run=client"; }
 for line in "t-notify-chain: reads notify.requests.v1" "deliver-apns: NOT deployed, the channel has no credentials (channels.apns.secret is not set)" \

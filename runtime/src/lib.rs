@@ -9,6 +9,7 @@ pub mod dlq;
 pub mod headers;
 pub mod http;
 pub mod kafka;
+pub mod kafka_stats;
 mod lane;
 pub mod metrics;
 pub mod offsets;

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub cql_batched_rows: IntCounterVec,
     /// Consume loop stalls detected (assigned, behind, and nothing received).
     pub stalls: IntCounter,
+    /// Gauges from librdkafka's statistics (brokers, produce queue latency, queues).
+    pub kafka: crate::kafka_stats::KafkaStats,
 }
 
 fn counter(opts: Opts, labels: &[&str]) -> IntCounterVec {
@@ -127,6 +129,7 @@ impl Metrics {
             )
             .expect("valid metric"),
             processor: processor.to_string(),
+            kafka: crate::kafka_stats::KafkaStats::register(&registry),
             registry,
         };
         let build_info = IntGaugeVec::new(
@@ -203,6 +206,15 @@ impl Metrics {
             .register(Box::new(h.clone()))
             .expect("metric names are unique");
         h
+    }
+
+    /// Sets the gauges of librdkafka's statistics JSON of one client (`consumer`, `producer`):
+    /// the consumer's lag per partition, brokers and queues.
+    pub fn record_statistics(&self, client: &str, statistics: &[u8]) {
+        if client == "consumer" {
+            self.record_consumer_lag(statistics);
+        }
+        self.kafka.record(client, statistics);
     }
 
     /// Sets `notify_consumer_lag_records` from librdkafka's statistics JSON.

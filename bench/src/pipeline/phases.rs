@@ -110,7 +110,18 @@ pub async fn run(
         users: plan.users,
         ..PipelineResult::default()
     };
+    let recording = CancellationToken::new();
+    let recorder = crate::dashboard::record(
+        p.running
+            .iter()
+            .map(|(r, _)| (r.processor().to_string(), r.metrics_url().to_string()))
+            .collect(),
+        Duration::from_secs(1),
+        recording.clone(),
+    );
     let measured = drive(ctx, topics, plan, &mut p, &mut workload, &mut result).await;
+    recording.cancel();
+    result.dashboard = recorder.await.unwrap_or_default();
     let Procs {
         running,
         tracked,
