@@ -134,6 +134,12 @@ pub async fn start<P: Processor>(
             .records_consumed
             .with_label_values(&[topic.as_str()]);
     }
+    // Every processor may write statuses and dead letters: their series exist from the start.
+    for topic in [&config.runtime.status_topic, &config.runtime.dlq_topic] {
+        metrics
+            .records_produced
+            .with_label_values(&[topic.as_str()]);
+    }
     let processor = Arc::new(processor);
     let health = Health::default();
     let pause = Arc::new(PauseState::default());

@@ -114,7 +114,12 @@ pub async fn run(
     let recorder = crate::dashboard::record(
         p.running
             .iter()
-            .map(|(r, _)| (r.processor().to_string(), r.metrics_url().to_string()))
+            .map(|s| {
+                (
+                    s.running.processor().to_string(),
+                    s.running.metrics_url().to_string(),
+                )
+            })
             .collect(),
         Duration::from_secs(1),
         recording.clone(),

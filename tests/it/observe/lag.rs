@@ -56,6 +56,7 @@ async fn lag_per_partition_and_whether_it_shrinks() {
         ],
     ));
     assert_eq!(code, Some(0), "{stderr}");
+    eprintln!("{stdout}");
     let line = |p: &str| {
         stdout
             .lines()

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
+use std::time::Duration;
 
 use notify_runtime::records::{Device, Outcome, Platform, UserProfile};
 
@@ -86,10 +87,13 @@ async fn a_json_log_has_a_line_per_outcome_with_its_fields() {
         .wait_statuses(1, |s| s.event_id == "j2" && s.outcome == Outcome::Filtered)
         .await;
     stack
-        .wait_statuses(3, |s| {
-            s.event_id == "j1" && s.outcome == Outcome::Accepted && s.stage == "fanout"
-        })
+        .wait_statuses(1, |s| s.event_id == "j1" && s.outcome == Outcome::Accepted)
         .await;
+    // Past fan-out (which writes no status per message by default): the push message exists.
+    let pushed = env
+        .reader(&stack.apns)
+        .raw(1, notify_tests::patient(Duration::from_secs(60)));
+    assert_eq!(pushed.len(), 1, "the push message of j1");
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -117,9 +121,11 @@ async fn a_json_log_has_a_line_per_outcome_with_its_fields() {
     };
     assert!(outcome("j2", "preferences", "FILTERED"), "{log}");
     assert!(outcome("j1", "dedup", "ACCEPTED"), "{log}");
-    assert!(outcome("j1", "fanout", "ACCEPTED"), "{log}");
     for secret in [&email, &phone, &token] {
         assert!(!log.contains(secret.as_str()), "a contact point in the log");
+    }
+    if let Some(line) = log.lines().find(|l| l.contains("\"FILTERED\"")) {
+        eprintln!("an outcome line: {line}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

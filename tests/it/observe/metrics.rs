@@ -67,14 +67,25 @@ async fn every_processor_exports_the_families_and_the_dashboard_resolves() {
         })
         .await;
     // The gauges of librdkafka's statistics and the lag arrive with the next statistics.
+    let lacking = |s: &BTreeMap<String, String>| -> Vec<String> {
+        s.iter()
+            .filter(|(_, t)| {
+                metric(t, "notify_kafka_broker_up", &[("client", "consumer")]).is_none()
+                    || metric(t, "notify_consumer_lag_records", &[]).is_none()
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    let mut last = BTreeMap::new();
     let scrapes = eventually(Duration::from_secs(30), async || {
-        let s = scrape_all(&p).await;
-        s.values()
-            .all(|t| metric(t, "notify_kafka_broker_up", &[("client", "consumer")]).is_some())
-            .then_some(s)
+        last = scrape_all(&p).await;
+        lacking(&last).is_empty().then(|| last.clone())
     })
     .await
-    .expect("every processor exports librdkafka's broker state");
+    .unwrap_or_else(|| {
+        let names = lacking(&last);
+        panic!("no broker state or lag from {names:?}: {}", last[&names[0]])
+    });
 
     let (chain, apns) = (&scrapes["chain"], &scrapes["deliver-apns"]);
     for (name, text) in &scrapes {
