@@ -90,8 +90,9 @@ pub fn record(
 
 type Series = Vec<(String, Vec<(f64, f64)>)>;
 
-/// Per processor, the per-second rate of a counter between successive scrapes.
-fn rates(scrapes: &[Scrape], key: &str, scale: f64) -> Series {
+/// Per processor, the per-second rate of a counter over `window` scrape intervals (CPU
+/// seconds are exported in whole seconds, so they need a longer window than records).
+fn rates(scrapes: &[Scrape], key: &str, window: usize) -> Series {
     let mut by: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
     for s in scrapes {
         if let Some(v) = s.values.get(key) {
@@ -101,12 +102,10 @@ fn rates(scrapes: &[Scrape], key: &str, scale: f64) -> Series {
     by.into_iter()
         .map(|(p, points)| {
             let r = points
-                .windows(2)
+                .windows(window.max(1) + 1)
                 .map(|w| {
-                    (
-                        w[1].0,
-                        scale * (w[1].1 - w[0].1).max(0.0) / (w[1].0 - w[0].0),
-                    )
+                    let (first, last) = (w[0], w[w.len() - 1]);
+                    (last.0, (last.1 - first.1).max(0.0) / (last.0 - first.0))
                 })
                 .collect();
             (p.to_string(), r)
@@ -230,7 +229,7 @@ pub fn draw(scrapes: &[Scrape], path: &Path) -> anyhow::Result<()> {
         (
             "Records consumed/s per processor",
             "records/s",
-            rates(scrapes, "consumed", 1.0),
+            rates(scrapes, "consumed", 1),
         ),
         (
             "Consumer lag per processor",
@@ -247,7 +246,11 @@ pub fn draw(scrapes: &[Scrape], path: &Path) -> anyhow::Result<()> {
             "statuses/s",
             rates_by_key(scrapes, "outcome:"),
         ),
-        ("CPU per processor", "cores", rates(scrapes, "cpu", 1.0)),
+        (
+            "CPU per processor (10 s windows)",
+            "cores",
+            rates(scrapes, "cpu", 10),
+        ),
         (
             "Resident memory per processor",
             "MiB",

@@ -114,7 +114,7 @@ fn pipeline(
     )?;
     files.push(path);
     if !p.dashboard.is_empty() {
-        let path = dir.join("dashboard.png");
+        let path = dir.join(format!("dashboard-{mode}.png"));
         crate::dashboard::draw(&p.dashboard, &path)?;
         files.push(path);
     }
