@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks helm/notify the way a cluster would (run by `make test`):
-#   1. helm lint --strict and helm template with the default values, a production-like values
+#   1. helm lint --strict and helm template with the default values (and the dashboard on), a production-like values
 #      file (SASL/TLS, existing Secrets, HPA, split pipeline) and the Strimzi option;
 #   2. every rendered object decodes strictly into its API type (helm/notify/tests/validate:
 #      k8s.io/api, prometheus-operator's types, KEDA's published CRD schemas);
@@ -148,7 +148,7 @@ by = {t["name"]: t for t in rendered["topic"]}
 assert by["notify.requests.v1"]["partitions"] == 24 and by["notify.templates.v1"]["partitions"] == 1, by
 assert by["notify.status.v1"]["config"]["retention.ms"] == "1209600000", by["notify.status.v1"]
 EOF
-log "rendered and validated 6 releases after $((SECONDS - started)) s"
+log "rendered and validated 7 releases after $((SECONDS - started)) s"
 
 # 3. Alerts: promtool reads the rendered groups; the unit tests sit next to them.
 rules=$out/rules
@@ -175,4 +175,4 @@ log "$bad bad values files refused, each naming the value"
 # 4. The rendered configuration against the binary the workspace builds.
 cargo build --quiet --bin notify
 "$TESTS/check-config.sh" target/debug/notify "$out/x/split" "$out/x/production" "$out/x/strimzi" "$out/x/default"
-log "chart OK: lint, 6 renders strictly decoded, alerts unit-tested, $bad bad values refused, --check-config ($((SECONDS - started)) s)"
+log "chart OK: lint, 7 renders strictly decoded, alerts unit-tested, $bad bad values refused, --check-config ($((SECONDS - started)) s)"
