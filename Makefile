@@ -1,5 +1,8 @@
 # The two commands of the README are `make dev` and `make test`; the rest are their parts.
-.PHONY: dev test stack-up stack-down stack-status build image lint bench chaos clean
+.PHONY: help dev test stack-up stack-down stack-status build image lint bench chaos clean
+
+help: ## This list.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 dev: ## Stack, topics, schemas, migrations, processors and a demo; Ctrl-C stops it all.
 	dev/setup.sh
@@ -14,10 +17,10 @@ stack-up: ## Start Kafka, Cassandra, Apicurio and the SMTP server (fetches them 
 stack-down: ## Stop what stack-up started.
 	dev/stack.sh down
 
-stack-status:
+stack-status: ## Which parts of the stack run, and their ports.
 	dev/stack.sh status
 
-build:
+build: ## The release `notify` binary (target/release/notify).
 	cargo build --release --bin notify
 
 image: ## The container image (Dockerfile) with docker, podman or buildah, where one works.
@@ -29,9 +32,9 @@ bench: ## Benchmarks on the local stack: writes BENCHMARKS.md and bench/*.png (B
 chaos: ## Every fault scenario at full length; writes RELIABILITY.md (NOTIFY_CHAOS_SCALE=N, CHAOS_RELEASE=1).
 	dev/chaos.sh
 
-lint:
+lint: ## cargo fmt --check and clippy with warnings as errors.
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-clean: stack-down
+clean: stack-down ## Stop the stack and delete .run (its data).
 	rm -rf .run

@@ -10,10 +10,28 @@ RUN=$ROOT/.run/dev
 SANDBOX_LISTEN=127.0.0.1:${NOTIFY_SANDBOX_PORT:-18443}
 SANDBOX=http://$SANDBOX_LISTEN
 mkdir -p "$RUN"
+# Each long step says what it does and how long it usually takes; the end states the total.
+# A second run finds everything fetched and compiled and starts in seconds.
+started=$SECONDS
+step_started=$SECONDS
+step() { # what, usual duration
+  if [ -n "${step_name:-}" ]; then echo "[dev] $step_name: done in $((SECONDS - step_started))s"; fi
+  step_name=$1
+  step_started=$SECONDS
+  echo "[dev] $1${2:+ (usually $2)}"
+}
 
+step "starting the stack: Kafka, Cassandra, Apicurio, SMTP" "1-2 min; the first run also downloads them, 3-6 min"
 dev/stack.sh up
-cargo build --quiet --bin notify
 NOTIFY=$ROOT/target/debug/notify
+if [ -x "$NOTIFY" ]; then
+  step "building notify (incremental)" "seconds"
+  cargo build --quiet --bin notify
+else
+  # The first compile builds librdkafka and ~400 crates: cargo's own progress bar shows it.
+  step "first compile of notify (librdkafka and every crate)" "10-20 min on 2 cores, 4-8 min on 8"
+  cargo build --bin notify
+fi
 
 pids=()
 stop_all() {
@@ -37,10 +55,12 @@ done
 curl -sf "$SANDBOX/sandbox/messages" >/dev/null || { cat "$RUN/sandbox.log"; echo "[dev] the sandbox did not start"; exit 1; }
 curl -sf -X DELETE "$SANDBOX/sandbox/messages" >/dev/null || true
 
+step "topics, schemas and CQL migrations" "5-15 s"
 $NOTIFY topics apply --replication-factor 1
 $NOTIFY schemas register >/dev/null && echo "[dev] schemas registered"
 $NOTIFY db migrate
 
+step "starting the processors" "seconds"
 port=19100
 for p in $(dev/processors.sh); do
   NOTIFY_HTTP__LISTEN=127.0.0.1:$port $NOTIFY run "$p" >"$RUN/$p.log" 2>&1 &
@@ -49,7 +69,11 @@ for p in $(dev/processors.sh); do
   port=$((port + 1))
 done
 
+step "the demo: templates, two profiles, five requests" "5-20 s"
 dev/demo.sh "$NOTIFY" "$SANDBOX"
+step_done=$((SECONDS - step_started))
+echo "[dev] $step_name: done in ${step_done}s"
+echo "[dev] ready in $((SECONDS - started))s"
 
 cat <<EOT
 
@@ -59,6 +83,7 @@ cat <<EOT
   e-mails:         $ROOT/.run/smtp/maildir/new
   dead letters:    $NOTIFY dlq inspect
   metrics:         http://127.0.0.1:19100/metrics … :$((port - 1))/metrics
+  lag per group:   $NOTIFY lag
   send more:       echo '{"event_id":"e-1","user_id":"ana","category":"billing","template_id":"invoice_due","data":{"amount":"9","due_date":"today"}}' | $NOTIFY produce request
 Press Ctrl-C to stop.
 EOT

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks helm/notify the way a cluster would (run by `make test`):
-#   1. helm lint --strict and helm template with the default values, a production-like values
+#   1. helm lint --strict and helm template with the default values (and the dashboard on), a production-like values
 #      file (SASL/TLS, existing Secrets, HPA, split pipeline) and the Strimzi option;
 #   2. every rendered object decodes strictly into its API type (helm/notify/tests/validate:
 #      k8s.io/api, prometheus-operator's types, KEDA's published CRD schemas);
@@ -82,12 +82,13 @@ render default "${APIS[@]}"
 render split "${APIS[@]}" --set pipeline.mode=split
 render production "${APIS[@]}" -f "$TESTS/values/production.yaml"
 render strimzi "${APIS[@]}" -f "$TESTS/values/strimzi.yaml"
+render dashboard "${APIS[@]}" --set grafanaDashboard.enabled=true
 # The longest release name Helm allows (53): every object name still fits in 63.
 "$HELM" template "$(printf 'r%.0s' {1..53})" "$CHART" -n notify "${APIS[@]}" -f "$TESTS/values/strimzi.yaml" \
   --set pipeline.mode=split --set-string channels.sms.secret=twilio,channels.sms.accountSid=AC1,channels.sms.from=+15005550006 >"$out/longname.yaml"
 
 # 2. Strict decoding, references between objects, and what later steps need.
-for name in bare default split production strimzi longname; do
+for name in bare default split production strimzi longname dashboard; do
   "$VALIDATE" "${crds[@]}" -extract "$out/x/$name" "$out/$name.yaml" >&2 || fail "manifests of $name are invalid"
 done
 
@@ -116,6 +117,20 @@ grep -q 'unhealthyPodEvictionPolicy: AlwaysAllow' "$out/default.yaml" || fail "P
 grep -q 'path: /healthz' "$out/default.yaml" || fail "liveness on /healthz"
 grep -q '"security.protocol" = "SASL_SSL"' "$out/production.yaml" || fail "production: SASL_SSL in notify.toml"
 grep -q 'image: "registry.example.com/platform/notify@sha256:' "$out/production.yaml" || fail "production: image by digest"
+# Logs are JSON by default; the dashboard ConfigMap is off by default and, when on, carries
+# the sidecar's label and the repository's dashboard JSON unchanged.
+grep -A1 'name: NOTIFY_LOG_FORMAT' "$out/default.yaml" | grep -q 'value: "json"' || fail "logs must default to JSON"
+! grep -q 'grafana_dashboard' "$out/default.yaml" || fail "the dashboard ConfigMap must be off by default"
+python3 - "$out/dashboard.yaml" "$CHART/files/grafana-dashboard.json" <<'EOF' || fail "dashboard ConfigMap"
+import json, sys
+docs = open(sys.argv[1]).read().split("\n---")
+cm = [d for d in docs if "grafana_dashboard" in d]
+assert len(cm) == 1, "one dashboard ConfigMap"
+assert 'grafana_dashboard: "1"' in cm[0], cm[0][:400]
+body = cm[0].split("notify.json: |-\n", 1)[1]
+lines = [l[4:] for l in body.splitlines() if l.startswith("    ") or not l.strip()]
+assert json.loads("\n".join(lines)) == json.load(open(sys.argv[2])), "the ConfigMap's JSON differs from the file"
+EOF
 # NOTES.txt says what was deployed and which channels were not, and why.
 "$HELM" install t "$CHART" -n notify --dry-run=client >"$out/notes" 2>&1 || { cat "$out/notes" >&2; fail "helm install --dry-run=client"; }
 for line in "t-notify-chain: reads notify.requests.v1" "deliver-apns: NOT deployed, the channel has no credentials (channels.apns.secret is not set)" \
@@ -133,7 +148,7 @@ by = {t["name"]: t for t in rendered["topic"]}
 assert by["notify.requests.v1"]["partitions"] == 24 and by["notify.templates.v1"]["partitions"] == 1, by
 assert by["notify.status.v1"]["config"]["retention.ms"] == "1209600000", by["notify.status.v1"]
 EOF
-log "rendered and validated 6 releases after $((SECONDS - started)) s"
+log "rendered and validated 7 releases after $((SECONDS - started)) s"
 
 # 3. Alerts: promtool reads the rendered groups; the unit tests sit next to them.
 rules=$out/rules
@@ -160,4 +175,4 @@ log "$bad bad values files refused, each naming the value"
 # 4. The rendered configuration against the binary the workspace builds.
 cargo build --quiet --bin notify
 "$TESTS/check-config.sh" target/debug/notify "$out/x/split" "$out/x/production" "$out/x/strimzi" "$out/x/default"
-log "chart OK: lint, 6 renders strictly decoded, alerts unit-tested, $bad bad values refused, --check-config ($((SECONDS - started)) s)"
+log "chart OK: lint, 7 renders strictly decoded, alerts unit-tested, $bad bad values refused, --check-config ($((SECONDS - started)) s)"

@@ -40,17 +40,19 @@ port_of() {
 fetch_maven() { # name pom
   local name=$1 pom=$2
   if [ -f "$CACHE/$name/.complete" ] && [ "$CACHE/$name/.complete" -nt "$pom" ]; then return; fi
-  log "fetching $name from Maven Central"
+  log "fetching $name from Maven Central into .cache (once; usually 1-3 min)"
+  local t0=$SECONDS
   rm -rf "$CACHE/$name/lib"
   mvn -q -B -f "$pom" dependency:copy-dependencies -DoutputDirectory="$CACHE/$name/lib" \
     || die "maven could not fetch $name (see the output above)"
   touch "$CACHE/$name/.complete"
+  log "fetched $name in $((SECONDS - t0))s"
 }
 
 fetch_registry() {
   local dir=$CACHE/apicurio
   [ -f "$dir/.complete-$APICURIO_VERSION" ] && return
-  log "fetching Apicurio Registry $APICURIO_VERSION from Maven Central"
+  log "fetching Apicurio Registry $APICURIO_VERSION from Maven Central (once; usually 1-2 min)"
   mkdir -p "$dir"
   mvn -q -B dependency:copy -Dartifact="io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all" \
     -DoutputDirectory="$dir" || die "maven could not fetch apicurio-registry-app"
@@ -61,7 +63,7 @@ fetch_registry() {
 
 fetch_smtp() {
   [ -x "$CACHE/venv/bin/aiosmtpd" ] && return
-  log "installing aiosmtpd from PyPI"
+  log "installing aiosmtpd from PyPI into .cache/venv (once; usually under a minute)"
   python3 -m venv "$CACHE/venv"
   "$CACHE/venv/bin/pip" install -q aiosmtpd || die "pip could not install aiosmtpd"
 }
@@ -138,6 +140,7 @@ EOF
       || { cat "$dir/format.log" >&2; die "formatting the Kafka log dir failed"; }
   fi
   launch kafka "${jvm[@]}" kafka.Kafka "$dir/server.properties"
+  log "starting kafka (usually 5-15 s)"
   wait_ready kafka 90 port_open "$KAFKA_PORT"
 }
 
@@ -201,6 +204,7 @@ EOF
     -Dcassandra-foreground=yes -Dcassandra.skip_wait_for_gossip_to_settle=0 \
     -Dcassandra.ring_delay_ms=0 -Dlogback.configurationFile="$dir/logback.xml" \
     -cp "$CACHE/cassandra/lib/*" org.apache.cassandra.service.CassandraDaemon
+  log "starting cassandra (usually 30-90 s; the slowest part of a start)"
   wait_ready cassandra 180 port_open "$CQL_PORT"
 }
 
@@ -211,6 +215,7 @@ start_registry() {
     -Dquarkus.log.level=WARN -Dapicurio.rest.deletion.artifact.enabled=true \
     -Dapicurio.rest.deletion.artifact-version.enabled=true \
     -jar "$CACHE/apicurio/app-dist/apicurio-registry-app-$APICURIO_VERSION-runner.jar"
+  log "starting the Apicurio registry (usually 10-30 s)"
   wait_ready registry 120 curl -sf -o /dev/null "http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7/subjects"
 }
 

@@ -3,6 +3,7 @@
 //! run so ratios compare like with like on a shared, noisy machine.
 
 mod ceiling;
+mod dashboard;
 mod hop;
 mod kafka;
 mod pipeline;

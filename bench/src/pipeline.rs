@@ -117,6 +117,8 @@ pub struct PipelineResult {
     pub sent_timeline: Vec<(f64, f64)>,
     /// Why the open-loop phases did not run, when they did not.
     pub skipped: Option<String>,
+    /// Every processor's `/metrics` each second of the run (the dashboard plot).
+    pub dashboard: Vec<crate::dashboard::Scrape>,
 }
 
 /// Provider calls per request of the throughput workload (iOS, Android, SMS).

@@ -11,7 +11,7 @@ use crate::report::sections::quantile;
 use crate::stage;
 
 const SIZE: (u32, u32) = (1000, 560);
-const COLOURS: [RGBColor; 9] = [
+pub(crate) const COLOURS: [RGBColor; 9] = [
     BLUE,
     RED,
     GREEN,
@@ -23,7 +23,7 @@ const COLOURS: [RGBColor; 9] = [
     RGBColor(128, 128, 0),
 ];
 
-fn fonts() -> anyhow::Result<()> {
+pub(crate) fn fonts() -> anyhow::Result<()> {
     plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
         .map_err(|_| anyhow!("embedded DejaVu font is unreadable"))
 }
@@ -113,6 +113,11 @@ fn pipeline(
         ],
     )?;
     files.push(path);
+    if !p.dashboard.is_empty() {
+        let path = dir.join(format!("dashboard-{mode}.png"));
+        crate::dashboard::draw(&p.dashboard, &path)?;
+        files.push(path);
+    }
     let lat: Vec<(String, Vec<f64>)> = p
         .loads
         .iter()

@@ -97,7 +97,7 @@ impl Filter {
     }
 }
 
-pub(crate) fn parse_time(s: &str) -> Result<i64, String> {
+pub fn parse_time(s: &str) -> Result<i64, String> {
     let s = s.trim();
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
@@ -156,12 +156,18 @@ pub async fn execute(config: &Config, command: DlqCommand) -> anyhow::Result<()>
                     "nothing narrows the selection: give --class, --stage, --event-id, --at, --since/--until, or --all"
                 );
             }
+            let mut progress: Option<crate::progress::Progress> = None;
             let report = redrive(config, &filter, dry_run, |done, total| {
-                if done % 100 == 0 || done == total {
-                    eprintln!("redriven {done}/{total}");
-                }
+                progress
+                    .get_or_insert_with(|| {
+                        crate::progress::Progress::new("redriven", Some(total as u64))
+                    })
+                    .set(done as u64);
             })
             .await?;
+            if let Some(p) = &progress {
+                p.finish();
+            }
             for skipped in &report.skipped {
                 eprintln!("skipped {skipped}");
             }

@@ -3,6 +3,7 @@
 pub mod backfill;
 pub mod check;
 pub mod dlq;
+pub mod lag;
 pub mod ledger;
 pub mod offsets;
 pub mod produce;

@@ -21,8 +21,24 @@ struct Cli {
     /// Configuration file (TOML). Environment variables NOTIFY_<SECTION>__<KEY> override it.
     #[arg(long, short, global = true, env = "NOTIFY_CONFIG")]
     config: Option<PathBuf>,
+    /// Log lines as text, or one JSON object a line (fields such as event_id, user_id, stage
+    /// and outcome at the top level), for a log collector.
+    #[arg(
+        long,
+        global = true,
+        env = "NOTIFY_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -79,6 +95,10 @@ enum Command {
         /// Only this user.
         #[arg(long)]
         user_id: Option<String>,
+        /// Only statuses written since this time (RFC 3339, epoch ms or an age like 2h): each
+        /// partition is read from the broker's offset for that time.
+        #[arg(long, value_parser = notify_cli::dlq::parse_time)]
+        since: Option<i64>,
         /// Keep printing new outcomes until Ctrl-C.
         #[arg(long, short)]
         follow: bool,
@@ -100,6 +120,8 @@ enum Command {
         #[command(subcommand)]
         command: notify_cli::offsets::OffsetsCommand,
     },
+    /// Each processor group's lag per topic and partition, and whether it is shrinking.
+    Lag(notify_cli::lag::LagArgs),
     /// Serve the provider sandbox (APNs, FCM, Twilio, SendGrid stand-ins) until Ctrl-C.
     Sandbox {
         #[arg(long, default_value = "127.0.0.1:18443")]
@@ -160,13 +182,19 @@ enum DbCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NOTIFY_LOG")
-                .unwrap_or_else(|_| "info,scylla=warn,librdkafka=error,rdkafka=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NOTIFY_LOG")
+        .unwrap_or_else(|_| "info,scylla=warn,librdkafka=error,rdkafka=warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
@@ -261,13 +289,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Status {
             event_id,
             user_id,
+            since,
             follow,
             json,
             topic,
         } => {
-            let filter = notify_cli::status::StatusFilter { event_id, user_id };
-            let n = notify_cli::status::show(&config, &topic, &filter, follow, json).await?;
-            eprintln!("{n} outcomes");
+            let filter = notify_cli::status::StatusFilter {
+                event_id,
+                user_id,
+                since_ms: since,
+            };
+            let report = notify_cli::status::show(&config, &topic, &filter, follow, json).await?;
+            eprintln!("{report}");
             Ok(())
         }
         Command::Sandbox {
@@ -283,6 +316,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Backfill(args) => notify_cli::backfill::run(&config, &args).await,
         Command::Trace(args) => notify_cli::trace::execute(&config, &args).await,
         Command::Offsets { command } => notify_cli::offsets::execute(&config, command).await,
+        Command::Lag(args) => notify_cli::lag::execute(&config, &args).await,
         Command::Templates {
             command: TemplatesCommand::Push { dir, topic },
         } => {
@@ -301,12 +335,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         .with_context(|| format!("cannot open {}", p.display()))?,
                 )),
             };
-            let report = produce::produce(&config, kind, &topic, input, |n| {
-                if n > 0 && n % 10_000 == 0 {
-                    eprintln!("produced {n}…");
-                }
-            })
-            .await?;
+            let mut progress = notify_cli::progress::Progress::new("produced", None);
+            let report =
+                produce::produce(&config, kind, &topic, input, |n| progress.set(n as u64)).await?;
+            progress.finish();
             for bad in &report.bad {
                 eprintln!("line {}: {}", bad.line, bad.reason);
             }

@@ -125,7 +125,10 @@ pub fn describe(consumer: &BaseConsumer, group: &str) -> anyhow::Result<(String,
 
 /// Committed offsets of the group (whose id the consumer carries) on `topics`, or on every
 /// topic it has offsets for when none are named.
-fn positions(consumer: &BaseConsumer, topics: &[String]) -> anyhow::Result<Vec<PartitionOffsets>> {
+pub(crate) fn positions(
+    consumer: &BaseConsumer,
+    topics: &[String],
+) -> anyhow::Result<Vec<PartitionOffsets>> {
     // One metadata request names every partition; watermarks are then asked only for the
     // partitions shown (a shared cluster has many topics this group never read).
     let metadata = consumer.fetch_metadata(None, TIMEOUT)?;

@@ -1,18 +1,29 @@
 //! `notify status`: the status topic, decoded, for a person at a terminal: every outcome of
 //! every stage, optionally for one event or user, optionally following new ones.
+//!
+//! It reads only what it needs: status events are keyed by event id, so `--event-id` reads
+//! that key's partition alone (the Java client's partitioner, which the runtime's producer
+//! uses too), and `--since` starts each partition at the broker's offsets-for-times.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use notify_runtime::Config;
 use notify_runtime::codec::AvroCodec;
+use notify_runtime::partitioner::partition_for;
 use notify_runtime::records::DeliveryStatus;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::progress::Progress;
+use crate::scan;
 
 #[derive(Debug, Clone, Default)]
 pub struct StatusFilter {
     pub event_id: Option<String>,
     pub user_id: Option<String>,
+    /// Only statuses written at or after this time (epoch ms).
+    pub since_ms: Option<i64>,
 }
 
 impl StatusFilter {
@@ -22,29 +33,62 @@ impl StatusFilter {
     }
 }
 
-/// Prints matching statuses from the beginning of `topic`; with `follow`, keeps going.
-/// Returns how many were printed.
+/// What a `status` run printed and what it had to read for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusReport {
+    pub printed: usize,
+    /// Records read from the topic (matching or not).
+    pub read: u64,
+    /// The partitions read.
+    pub partitions: Vec<i32>,
+    /// Records the topic holds in all its partitions (what a full scan would read).
+    pub topic_records: u64,
+}
+
+impl std::fmt::Display for StatusReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} outcomes; read {} of the topic's {} records (partitions {:?})",
+            self.printed, self.read, self.topic_records, self.partitions
+        )
+    }
+}
+
+/// Prints matching statuses of `topic`; with `follow`, keeps going.
 pub async fn show(
     config: &Config,
     topic: &str,
     filter: &StatusFilter,
     follow: bool,
     json: bool,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<StatusReport> {
+    let started = Instant::now();
     let mut client = notify_runtime::kafka::reader_config(config, "notify-status-viewer");
     // This loop counts partition ends itself.
     client.set("enable.partition.eof", "false");
     let consumer: BaseConsumer = client.create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let all = scan::partitions(&consumer, topic)?;
+    let marks = scan::watermarks(&consumer, topic, &all)?;
+    let topic_records = marks.values().map(|(l, h)| (h - l).max(0) as u64).sum();
+    let partitions = match &filter.event_id {
+        Some(id) => vec![partition_for(id, all.len())],
+        None => all.clone(),
+    };
+    let starts: BTreeMap<i32, i64> = match filter.since_ms {
+        Some(ms) => scan::offsets_for_time(&consumer, topic, &partitions, ms)?,
+        None => partitions.iter().map(|p| (*p, marks[p].0)).collect(),
+    };
     let mut tpl = TopicPartitionList::new();
-    let mut ends = Vec::new();
-    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-        let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-        ends.push((p.id(), high));
+    for (p, start) in &starts {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*start))?;
     }
-    anyhow::ensure!(!ends.is_empty(), "topic {topic} does not exist");
     consumer.assign(&tpl)?;
+    let ends: BTreeMap<i32, i64> = partitions.iter().map(|p| (*p, marks[p].1)).collect();
+    let to_read: u64 = ends
+        .iter()
+        .map(|(p, end)| (end - starts.get(p).copied().unwrap_or(*end)).max(0) as u64)
+        .sum();
     let codec = AvroCodec::new(&config.registry)?;
     if !json {
         println!(
@@ -52,20 +96,37 @@ pub async fn show(
             "at", "event", "user", "outcome", "chan", "recipient", "stage"
         );
     }
-    let mut printed = 0;
-    let mut position: std::collections::HashMap<i32, i64> = Default::default();
+    let mut report = StatusReport {
+        printed: 0,
+        read: 0,
+        partitions,
+        topic_records,
+    };
+    let mut progress = (!follow).then(|| Progress::new("status: records read", Some(to_read)));
+    let mut position = starts.clone();
     loop {
         let caught_up = ends
             .iter()
             .all(|(p, high)| position.get(p).copied().unwrap_or(0) >= *high);
         if caught_up && !follow {
-            return Ok(printed);
+            if let Some(p) = &progress {
+                p.finish();
+            }
+            tracing::debug!(
+                took_ms = started.elapsed().as_millis() as u64,
+                "status read"
+            );
+            return Ok(report);
         }
         let Some(result) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
         let msg = result?;
         position.insert(msg.partition(), msg.offset() + 1);
+        report.read += 1;
+        if let Some(p) = &mut progress {
+            p.inc(1);
+        }
         let status = match codec.decode::<DeliveryStatus>(msg.payload()).await {
             Ok(s) => s,
             Err(e) => {
@@ -76,7 +137,7 @@ pub async fn show(
         if !filter.matches(&status) {
             continue;
         }
-        printed += 1;
+        report.printed += 1;
         if json {
             println!("{}", serde_json::to_string(&status)?);
         } else {

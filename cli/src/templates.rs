@@ -102,6 +102,8 @@ fn load_file(template_id: &str, path: &PathBuf) -> Result<Template, String> {
 pub async fn push(config: &Config, topic: &str, templates: &[Template]) -> anyhow::Result<usize> {
     let codec = AvroCodec::new(&config.registry)?;
     let producer: FutureProducer = notify_runtime::kafka::producer_config(config).create()?;
+    let mut progress =
+        crate::progress::Progress::new("templates pushed", Some(templates.len() as u64));
     for t in templates {
         let key = t.key();
         let value = codec
@@ -115,7 +117,9 @@ pub async fn push(config: &Config, topic: &str, templates: &[Template]) -> anyho
             )
             .await
             .map_err(|(e, _)| anyhow::anyhow!("{key} not acknowledged: {e}"))?;
+        progress.inc(1);
     }
+    progress.finish();
     Ok(templates.len())
 }
 

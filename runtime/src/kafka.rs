@@ -120,6 +120,20 @@ pub fn max_record_bytes(config: &Config) -> usize {
         .unwrap_or(1_000_000)
 }
 
+/// The runtime's producer: its statistics feed the processor's metrics.
+pub type RuntimeProducer = rdkafka::producer::FutureProducer<ProducerStats>;
+
+/// Statistics of the runtime's producer go to `notify_kafka_*` gauges.
+pub struct ProducerStats {
+    pub metrics: Metrics,
+}
+
+impl ClientContext for ProducerStats {
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.metrics.record_statistics("producer", statistics);
+    }
+}
+
 /// Whether the loop wants its partitions paused (backpressure). librdkafka keeps a
 /// partition's pause flag across a revoke and a re-assignment of the same partition, so a
 /// resume issued in between (on an empty assignment) would leave it paused for good: the
@@ -175,16 +189,13 @@ pub struct RunnerContext {
     pub shutdown: tokio_util::sync::CancellationToken,
     pub(crate) hooks: std::sync::Arc<dyn crate::processor::RebalanceHooks>,
     /// Exactly-once mode: revoked partitions' offsets are committed in a transaction.
-    pub(crate) transactions: Option<(
-        std::sync::Arc<crate::txn::Transactions>,
-        rdkafka::producer::FutureProducer,
-    )>,
+    pub(crate) transactions: Option<(std::sync::Arc<crate::txn::Transactions>, RuntimeProducer)>,
 }
 
 impl ClientContext for RunnerContext {
     /// Lag per partition from librdkafka's statistics.
     fn stats_raw(&self, statistics: &[u8]) {
-        self.metrics.record_consumer_lag(statistics);
+        self.metrics.record_statistics("consumer", statistics);
     }
 }
 

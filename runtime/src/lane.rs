@@ -96,6 +96,7 @@ impl<P: Processor> Lane<P> {
         let outputs = self.outputs_for(&record, epoch).await;
         let encoded = match outputs {
             Some(outputs) => {
+                log_outcomes(&outputs);
                 self.shared
                     .metrics
                     .process_seconds
@@ -460,6 +461,32 @@ async fn acknowledged(
         shared.metrics.end_to_end_seconds.observe(age);
     }
     true
+}
+
+/// One line per status event at debug level under the target `notify::outcome`
+/// (`NOTIFY_LOG=info,notify::outcome=debug`): event, user, stage, outcome, channel and reason
+/// as fields, never the contact point (not even masked).
+fn log_outcomes(outputs: &[Output]) {
+    if !tracing::enabled!(target: "notify::outcome", tracing::Level::DEBUG) {
+        return;
+    }
+    for s in outputs
+        .iter()
+        .filter_map(|o| o.downcast::<crate::records::DeliveryStatus>())
+    {
+        // The status topic's spelling (SENT, RATE_LIMITED, ...).
+        let outcome = serde_json::to_value(s.outcome).unwrap_or_default();
+        tracing::debug!(
+            target: "notify::outcome",
+            event_id = %s.event_id,
+            user_id = %s.user_id,
+            stage = %s.stage,
+            outcome = outcome.as_str().unwrap_or(""),
+            channel = s.channel.as_deref().unwrap_or(""),
+            reason = s.reason.as_deref().unwrap_or(""),
+            "outcome"
+        );
+    }
 }
 
 /// An output ready for the producer.

@@ -10,6 +10,7 @@ pub mod fault;
 pub mod headers;
 pub mod http;
 pub mod kafka;
+pub mod kafka_stats;
 mod lane;
 pub mod metrics;
 pub mod offsets;

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub cql_batched_rows: IntCounterVec,
     /// Consume loop stalls detected (assigned, behind, and nothing received).
     pub stalls: IntCounter,
+    /// Gauges from librdkafka's statistics (brokers, produce queue latency, queues).
+    pub kafka: crate::kafka_stats::KafkaStats,
 }
 
 fn counter(opts: Opts, labels: &[&str]) -> IntCounterVec {
@@ -127,6 +129,7 @@ impl Metrics {
             )
             .expect("valid metric"),
             processor: processor.to_string(),
+            kafka: crate::kafka_stats::KafkaStats::register(&registry),
             registry,
         };
         let build_info = IntGaugeVec::new(
@@ -205,6 +208,15 @@ impl Metrics {
         h
     }
 
+    /// Sets the gauges of librdkafka's statistics JSON of one client (`consumer`, `producer`):
+    /// the consumer's lag per partition, brokers and queues.
+    pub fn record_statistics(&self, client: &str, statistics: &[u8]) {
+        if client == "consumer" {
+            self.record_consumer_lag(statistics);
+        }
+        self.kafka.record(client, statistics);
+    }
+
     /// Sets `notify_consumer_lag_records` from librdkafka's statistics JSON.
     pub fn record_consumer_lag(&self, statistics: &[u8]) {
         for p in partition_stats(statistics) {
@@ -268,11 +280,10 @@ pub fn partition_stats(statistics: &[u8]) -> Vec<PartitionStats> {
             if partition < 0 {
                 continue;
             }
-            let number = |k: &str| p.get(k).and_then(|l| l.as_i64()).unwrap_or(-1);
             out.push(PartitionStats {
                 topic: topic.clone(),
                 partition,
-                consumer_lag: number("consumer_lag"),
+                consumer_lag: lag_of(p),
             });
         }
     }
@@ -312,6 +323,34 @@ pub fn sample_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64
     total
 }
 
+/// Records behind the log end: librdkafka's lag from the committed offset, else from the
+/// stored one, else from the position. A transactional processor commits its offsets inside
+/// its transactions, which librdkafka's consumer does not count as its own commits, so only
+/// its position tells how far behind it is; an assigned partition that nothing was read from
+/// yet is behind by all it holds (the consumer starts at the earliest offset).
+fn lag_of(p: &serde_json::Value) -> i64 {
+    let number = |k: &str| p.get(k).and_then(|l| l.as_i64()).unwrap_or(-1);
+    for field in ["consumer_lag", "consumer_lag_stored"] {
+        if number(field) >= 0 {
+            return number(field);
+        }
+    }
+    let end = match number("ls_offset") {
+        e if e >= 0 => e,
+        _ => number("hi_offset"),
+    };
+    let position = match number("app_offset") {
+        o if o >= 0 => o,
+        _ if p.get("fetch_state").and_then(|s| s.as_str()) == Some("active") => number("lo_offset"),
+        _ => -1,
+    };
+    if end >= 0 && position >= 0 {
+        (end - position).max(0)
+    } else {
+        -1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +374,23 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("notify_build_info{"), "{text}");
+    }
+
+    #[test]
+    fn lag_falls_back_to_the_position_when_nothing_was_committed() {
+        let stats = serde_json::json!({"topics": {"t": {"partitions": {
+            "0": {"consumer_lag": 5},
+            "1": {"consumer_lag": -1, "consumer_lag_stored": -1, "ls_offset": 50, "hi_offset": 60, "app_offset": 42},
+            "2": {"consumer_lag": -1, "hi_offset": -1, "app_offset": -1001},
+            "3": {"consumer_lag": -1, "hi_offset": 7, "lo_offset": 3, "app_offset": -1001, "fetch_state": "active"},
+            "4": {"consumer_lag": -1, "hi_offset": 7, "lo_offset": 3, "app_offset": -1001, "fetch_state": "none"},
+            "-1": {"consumer_lag": 0}
+        }}}});
+        let mut lags: Vec<(i32, i64)> = partition_stats(stats.to_string().as_bytes())
+            .iter()
+            .map(|p| (p.partition, p.consumer_lag))
+            .collect();
+        lags.sort();
+        assert_eq!(lags, [(0, 5), (1, 8), (2, -1), (3, 4), (4, -1)]);
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers};
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::{Message, Offset};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -73,7 +73,7 @@ pub struct RunSpec {
 /// Shared by the loop, the lanes and the acknowledgement tasks.
 pub(crate) struct Shared {
     pub consumer: StreamConsumer<RunnerContext>,
-    pub producer: FutureProducer,
+    pub producer: crate::kafka::RuntimeProducer,
     pub codec: AvroCodec,
     pub tracker: Arc<Mutex<OffsetTracker<Release>>>,
     pub metrics: Metrics,
@@ -136,6 +136,12 @@ pub async fn start<P: Processor>(
             .records_consumed
             .with_label_values(&[topic.as_str()]);
     }
+    // Every processor may write statuses and dead letters: their series exist from the start.
+    for topic in [&config.runtime.status_topic, &config.runtime.dlq_topic] {
+        metrics
+            .records_produced
+            .with_label_values(&[topic.as_str()]);
+    }
     let processor = Arc::new(processor);
     let health = Health::default();
     let pause = Arc::new(PauseState::default());
@@ -155,7 +161,14 @@ pub async fn start<P: Processor>(
         // Offsets travel inside the transactions; nothing is auto-committed.
         consumer_settings.set("enable.auto.commit", "false");
     }
-    let producer: FutureProducer = producer_settings.create()?;
+    // Statistics of the producer: broker round trips and the time records wait to be sent.
+    if !config.kafka.producer.contains_key("statistics.interval.ms") {
+        producer_settings.set("statistics.interval.ms", "5000");
+    }
+    let producer: crate::kafka::RuntimeProducer =
+        producer_settings.create_with_context(crate::kafka::ProducerStats {
+            metrics: metrics.clone(),
+        })?;
     if txn.is_some() {
         let p = producer.clone();
         tokio::task::spawn_blocking(move || {

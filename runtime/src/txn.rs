@@ -16,7 +16,7 @@ use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use rdkafka::consumer::ConsumerGroupMetadata;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
 #[derive(Default)]
@@ -43,7 +43,7 @@ impl Transactions {
     /// partitions whose offsets moved.
     pub fn commit(
         &self,
-        producer: &FutureProducer,
+        producer: &crate::kafka::RuntimeProducer,
         group: Option<ConsumerGroupMetadata>,
         timeout: Duration,
     ) -> Result<usize, String> {
@@ -54,7 +54,7 @@ impl Transactions {
     /// (nothing can be sent between the commit and `after`), whatever the commit's result.
     pub fn commit_then(
         &self,
-        producer: &FutureProducer,
+        producer: &crate::kafka::RuntimeProducer,
         group: Option<ConsumerGroupMetadata>,
         timeout: Duration,
         after: impl FnOnce(),
@@ -67,7 +67,7 @@ impl Transactions {
 
     fn commit_locked(
         &self,
-        producer: &FutureProducer,
+        producer: &crate::kafka::RuntimeProducer,
         group: Option<ConsumerGroupMetadata>,
         timeout: Duration,
     ) -> Result<usize, String> {

@@ -6,6 +6,7 @@ mod dedup;
 mod delivery;
 mod faults;
 mod foundation;
+mod observe;
 mod ops;
 mod pipeline;
 mod retry;

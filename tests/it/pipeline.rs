@@ -70,6 +70,8 @@ pub struct Pipeline {
     pub stack: Stack,
     /// Topics of the stages, by name (`requests`, `users`, `deferred`, ...).
     pub topics: BTreeMap<&'static str, String>,
+    /// `/metrics` of each processor, by name (`chain`, `retry`, `deliver-apns`, ...).
+    pub metrics: BTreeMap<String, String>,
     shutdown: CancellationToken,
     stages: Vec<tokio::task::JoinHandle<Result<(), String>>>,
     deliveries: Vec<Started>,
@@ -147,19 +149,39 @@ impl Pipeline {
     }
 
     pub async fn start_with(name: &str, mode: Mode, partitions: i32) -> Pipeline {
+        Self::start_configured(name, mode, partitions, |_| {}).await
+    }
+
+    /// As [`Pipeline::start_with`], with `adjust` applied to every processor's configuration.
+    pub async fn start_configured(
+        name: &str,
+        mode: Mode,
+        partitions: i32,
+        adjust: impl Fn(&mut Config),
+    ) -> Pipeline {
         let Prepared {
             stack,
-            config,
+            mut config,
             topics,
         } = prepare(name, partitions, Mail::Smtp).await;
+        adjust(&mut config);
         let shutdown = CancellationToken::new();
         let mut stages = Vec::new();
+        let mut metrics = BTreeMap::new();
+        // Each processor serves its own /metrics, as each would in its own pod.
+        let mut own_port = |name: &str, config: &Config| {
+            let port = notify_runtime::http::unused_loopback_port().expect("a free port");
+            metrics.insert(name.to_string(), format!("http://127.0.0.1:{port}/metrics"));
+            let mut config = config.clone();
+            config.http.listen = format!("127.0.0.1:{port}");
+            config
+        };
         let before_delivery: &[&'static str] = match mode {
             Mode::Chain => &[notify_chain::NAME],
             Mode::Split => &["preferences", "dedup", "templates", "ratelimit", "fanout"],
         };
         for stage in before_delivery.iter().copied().chain([notify_retry::NAME]) {
-            let (config, token) = (config.clone(), shutdown.clone());
+            let (config, token) = (own_port(stage, &config), shutdown.clone());
             stages.push(tokio::spawn(async move {
                 let result = notify_cli::run::run(stage, config, token).await;
                 result.map_err(|e| format!("{stage}: {e:#}"))
@@ -167,13 +189,18 @@ impl Pipeline {
         }
         let mut deliveries = Vec::new();
         for channel in notify_runtime::records::DeliveryChannel::ALL {
-            deliveries.push(stack.start(channel, config.clone()).await);
+            let config = own_port(
+                &format!("deliver-{}", channel.as_str().to_lowercase()),
+                &config,
+            );
+            deliveries.push(stack.start(channel, config).await);
         }
         // The chain takes its partitions over (its tables load) before requests count.
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         Pipeline {
             stack,
             topics,
+            metrics,
             shutdown,
             stages,
             deliveries,

@@ -113,7 +113,23 @@ pub async fn run(
         users: plan.users,
         ..PipelineResult::default()
     };
+    let recording = CancellationToken::new();
+    let recorder = crate::dashboard::record(
+        p.running
+            .iter()
+            .map(|s| {
+                (
+                    s.running.processor().to_string(),
+                    s.running.metrics_url().to_string(),
+                )
+            })
+            .collect(),
+        Duration::from_secs(1),
+        recording.clone(),
+    );
     let measured = drive(ctx, topics, plan, &mut p, &mut workload, &mut result).await;
+    recording.cancel();
+    result.dashboard = recorder.await.unwrap_or_default();
     let Procs {
         running,
         tracked,

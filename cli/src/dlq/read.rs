@@ -71,14 +71,17 @@ pub async fn read(config: &Config, filter: &Filter) -> anyhow::Result<Vec<DeadLe
     let mut tpl = TopicPartitionList::new();
     let mut remaining = 0usize;
     let mut ends = std::collections::HashMap::new();
+    let mut held = 0u64;
     for &p in &partitions {
         let (low, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(10))?;
         if high > low {
             tpl.add_partition_offset(&topic, p, Offset::Offset(low))?;
             ends.insert(p, high);
             remaining += 1;
+            held += (high - low) as u64;
         }
     }
+    let mut progress = crate::progress::Progress::new("dead letters read", Some(held));
     let codec = AvroCodec::new(&config.registry)?;
     let mut out = Vec::new();
     if remaining == 0 {
@@ -91,6 +94,7 @@ pub async fn read(config: &Config, filter: &Filter) -> anyhow::Result<Vec<DeadLe
             continue;
         };
         let m = received?.detach();
+        progress.inc(1);
         let end = ends.get(&m.partition()).copied().unwrap_or(0);
         if m.offset() + 1 >= end {
             remaining -= 1;
@@ -108,6 +112,7 @@ pub async fn read(config: &Config, filter: &Filter) -> anyhow::Result<Vec<DeadLe
             }
         }
     }
+    progress.finish();
     anyhow::ensure!(
         remaining == 0 || filter.limit.is_some_and(|l| out.len() >= l),
         "timed out reading {topic}"

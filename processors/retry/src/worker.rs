@@ -63,6 +63,13 @@ pub(crate) async fn start(
     shutdown: CancellationToken,
 ) -> Result<Running, RuntimeError> {
     let metrics = RetryMetrics::new(&settings);
+    // Statuses and dead letters: series that exist from the start, as in every processor.
+    for topic in [&config.runtime.status_topic, &config.runtime.dlq_topic] {
+        metrics
+            .base
+            .records_produced
+            .with_label_values(&[topic.as_str()]);
+    }
     let health = Health::default();
     let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
     let context = RetryContext {

@@ -28,7 +28,7 @@ fn keys(tpl: &rdkafka::TopicPartitionList) -> Vec<PartitionKey> {
 impl ClientContext for RetryContext {
     /// Lag per partition from librdkafka's statistics (only the fields used are read).
     fn stats_raw(&self, statistics: &[u8]) {
-        self.metrics.record_consumer_lag(statistics);
+        self.metrics.record_statistics("consumer", statistics);
     }
 }
 
