@@ -9,6 +9,7 @@ mod foundation;
 mod ops;
 mod pipeline;
 mod retry;
+mod secure;
 mod stages_filter;
 mod stages_render;
 mod table;
