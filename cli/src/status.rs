@@ -31,9 +31,9 @@ pub async fn show(
     follow: bool,
     json: bool,
 ) -> anyhow::Result<usize> {
-    let mut client = notify_runtime::kafka::reader_config(config, "notify-status-viewer");
-    // This loop counts partition ends itself.
-    client.set("enable.partition.eof", "false");
+    // Partition ends come as PartitionEOF: a high watermark alone is never reached when the
+    // log ends in a transaction marker (transactional delivery), so `status` would not return.
+    let client = notify_runtime::kafka::reader_config(config, "notify-status-viewer");
     let consumer: BaseConsumer = client.create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut tpl = TopicPartitionList::new();
@@ -64,7 +64,13 @@ pub async fn show(
         let Some(result) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let msg = result?;
+        let msg = match result {
+            Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
+                position.insert(p, i64::MAX);
+                continue;
+            }
+            other => other?,
+        };
         position.insert(msg.partition(), msg.offset() + 1);
         let status = match codec.decode::<DeliveryStatus>(msg.payload()).await {
             Ok(s) => s,

@@ -65,13 +65,16 @@ async fn secured_stack_least_privilege_and_nothing_leaks() {
     );
     assert!(exited.is_empty(), "processors exited: {exited:?}");
 
+    eprintln!("[secure] delivered; refusals");
     refusals(&demo).await;
 
+    eprintln!("[secure] refusals done; status");
     // `notify status` reads the secured cluster like every other client.
     let status = demo.ok("admin", &["status", "--json"]);
     let status_text = String::from_utf8_lossy(&status.stdout).into_owned();
     assert!(status_text.contains("demo-invoice-ana-1"), "{status_text}");
 
+    eprintln!("[secure] scanning");
     let logs = demo.stop();
     let mut haystacks: BTreeMap<String, String> = logs;
     haystacks.insert("notify status output".into(), status_text);
@@ -143,7 +146,9 @@ async fn refusals(demo: &SecuredDemo) {
             (name, topic, result)
         });
     }
-    for (name, topic, result) in futures::future::join_all(tries).await {
+    let results = futures::future::join_all(tries).await;
+    eprintln!("[secure] refused attempts answered");
+    for (name, topic, result) in results {
         assert!(result.is_err(), "{name} could write {topic}");
         let e = result.unwrap_err();
         if !name.contains("TLS") && !name.contains("password") {

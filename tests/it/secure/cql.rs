@@ -13,17 +13,15 @@ async fn cql_tls_is_never_silently_plaintext_and_a_user_needs_a_password() {
 
     let mut tls = plain.clone();
     tls.tls = true;
-    let err = notify_runtime::cql::connect(&tls)
-        .await
-        .err()
-        .expect("a TLS session to a plaintext port must fail");
+    let Err(err) = notify_runtime::cql::connect(&tls).await else {
+        panic!("a TLS session to a plaintext port must fail");
+    };
     assert!(err.to_string().contains("cannot connect"), "{err}");
 
     plain.username = Some("notify".into());
     plain.password = None;
-    let err = notify_runtime::cql::connect(&plain)
-        .await
-        .err()
-        .expect("a user without a password is refused");
+    let Err(err) = notify_runtime::cql::connect(&plain).await else {
+        panic!("a user without a password is refused");
+    };
     assert!(err.to_string().contains("go together"), "{err}");
 }

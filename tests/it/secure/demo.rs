@@ -99,6 +99,7 @@ impl SecuredDemo {
 
     /// Runs a `notify` tool as `user`; panics with its output unless it succeeds.
     pub fn ok(&self, user: &str, args: &[&str]) -> Output {
+        eprintln!("[secure] notify {} as {user}", args.join(" "));
         // A tool that cannot deliver says so within the test's time, not after 5 minutes.
         let out = self
             .command(user, args)
@@ -111,7 +112,7 @@ impl SecuredDemo {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        self.keep_log(&format!("tool-{}", args.join("-")), &out);
+        self.keep_log(&format!("tool-{}", args.join("-").replace('/', "_")), &out);
         out
     }
 
