@@ -118,13 +118,13 @@ grep -q '"security.protocol" = "SASL_SSL"' "$out/production.yaml" || fail "produ
 # Secrets by reference only: no ConfigMap holds a password, token or key by value, and the
 # HTTP endpoints bind the pod's address (the process itself defaults to loopback).
 for name in production strimzi; do
-  if cat "$out/x/$name"/configmap-* | grep -Ei '^[^#]*(password|secret|token|api_key|private_key)"? *= *"[^/]' | grep -v '_file *='; then
+  if cat "$out/x/$name"/configmap-*/* | grep -Ei '^[^#]*(password|secret|token|api_key|private_key)"? *= *"[^/]' | grep -v '_file *='; then
     fail "$name: a secret by value in a ConfigMap"
   fi
 done
 grep -q 'value: "$(POD_IP):' "$out/production.yaml" || fail "production: /metrics on the pod address"
 grep -qF 'args: ["acls","apply","--file","/etc/notify/setup/acls.toml"]' "$out/production.yaml" || fail "production: the setup job applies the ACLs"
-grep -q '^listen = "127.0.0.1:' "$out/x/production/configmap-t-notify-config/notify.toml" || fail "notify.toml: loopback unless the pod says otherwise"
+grep -q '^listen = "127.0.0.1:' "$out"/x/production/configmap-*-config/notify.toml || fail "notify.toml: loopback unless the pod says otherwise"
 grep -q 'image: "registry.example.com/platform/notify@sha256:' "$out/production.yaml" || fail "production: image by digest"
 # NOTES.txt says what was deployed and which channels were not, and why.
 "$HELM" install t "$CHART" -n notify --dry-run=client >"$out/notes" 2>&1 || { cat "$out/notes" >&2; fail "helm install --dry-run=client"; }
