@@ -5,9 +5,13 @@ set -euo pipefail
 NOTIFY=$1
 SANDBOX=$2
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-$NOTIFY templates push "$ROOT/dev/templates"
-$NOTIFY produce user "$ROOT/dev/demo/users.jsonl"
-$NOTIFY produce request "$ROOT/dev/demo/requests.jsonl"
+MAILDIR=${MAILDIR:-$ROOT/.run/smtp/maildir/new}
+# On the secured stack, dev.sh names a command per producer principal.
+PROFILES=${DEMO_PROFILES:-$NOTIFY}
+REQUESTS=${DEMO_REQUESTS:-$NOTIFY}
+$PROFILES templates push "$ROOT/dev/templates"
+$PROFILES produce user "$ROOT/dev/demo/users.jsonl"
+$REQUESTS produce request "$ROOT/dev/demo/requests.jsonl"
 # At the sandbox: ana 2 APNs + 1 FCM + 1 SMS (her duplicate is dropped), ben 1 APNs; e-mails
 # (ana, ben) go to the local SMTP server. ben gets no SMS (opted out), his marketing push is
 # filtered (category opt-out), carla is an unknown user (filtered).
@@ -22,4 +26,4 @@ curl -sf "$SANDBOX/sandbox/messages" | python3 -c '
 import json, sys
 for m in json.load(sys.stdin):
     print("  %-8s %-40s %s" % (m["provider"], (m.get("recipient") or "")[:40], m["path"]))'
-echo "[demo] e-mails in the local SMTP server: $(ls "$ROOT/.run/smtp/maildir/new" | wc -l) (Maildir $ROOT/.run/smtp/maildir/new)"
+echo "[demo] e-mails in the local SMTP server: $(ls "$MAILDIR" | wc -l) (Maildir $MAILDIR)"

@@ -116,6 +116,16 @@ done
 grep -q 'unhealthyPodEvictionPolicy: AlwaysAllow' "$out/default.yaml" || fail "PDBs must let drains evict unready pods"
 grep -q 'path: /healthz' "$out/default.yaml" || fail "liveness on /healthz"
 grep -q '"security.protocol" = "SASL_SSL"' "$out/production.yaml" || fail "production: SASL_SSL in notify.toml"
+# Secrets by reference only: no ConfigMap holds a password, token or key by value, and the
+# HTTP endpoints bind the pod's address (the process itself defaults to loopback).
+for name in production strimzi; do
+  if cat "$out/x/$name"/configmap-*/* | grep -Ei '^[^#]*(password|secret|token|api_key|private_key)"? *= *"[^/]' | grep -v '_file *='; then
+    fail "$name: a secret by value in a ConfigMap"
+  fi
+done
+grep -q 'value: "$(POD_IP):' "$out/production.yaml" || fail "production: /metrics on the pod address"
+grep -qF 'args: ["acls","apply","--file","/etc/notify/setup/acls.toml"]' "$out/production.yaml" || fail "production: the setup job applies the ACLs"
+grep -q '^listen = "127.0.0.1:' "$out"/x/production/configmap-*-config/notify.toml || fail "notify.toml: loopback unless the pod says otherwise"
 grep -q 'image: "registry.example.com/platform/notify@sha256:' "$out/production.yaml" || fail "production: image by digest"
 # Logs are JSON by default; the dashboard ConfigMap is off by default and, when on, carries
 # the sidecar's label and the repository's dashboard JSON unchanged.

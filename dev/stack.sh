@@ -9,17 +9,36 @@
 #   dev/stack.sh status           what runs, with pids and ports
 #
 # Ports can be moved with the environment variables below; the tests read the same ones.
+#
+# NOTIFY_SECURE=1: a separate stack (.run/secure, ports 29xxx) as a secured platform runs it:
+# Kafka with a SASL_SSL listener (SCRAM-SHA-512; a CA and the broker's certificate made on
+# the fly with openssl) and the StandardAuthorizer (nothing allowed without an ACL); a SCRAM
+# user for every principal of topics/acls.toml, plus `admin` (super user) and `svc-intruder`
+# (authenticated, no ACL); each password in $RUN/kafka/users/<name> (mode 600). Cassandra with
+# PasswordAuthenticator. The ACLs themselves are written by `notify acls apply`, as on a real
+# cluster.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${NOTIFY_CACHE_DIR:-$ROOT/.cache}
-RUN=${NOTIFY_RUN_DIR:-$ROOT/.run}
-KAFKA_PORT=${NOTIFY_KAFKA_PORT:-19092}
-KAFKA_CONTROLLER_PORT=${NOTIFY_KAFKA_CONTROLLER_PORT:-19093}
-CQL_PORT=${NOTIFY_CQL_PORT:-19042}
-CQL_STORAGE_PORT=${NOTIFY_CQL_STORAGE_PORT:-17000}
-REGISTRY_PORT=${NOTIFY_REGISTRY_PORT:-18081}
-SMTP_PORT=${NOTIFY_SMTP_PORT:-12525}
+SECURE=${NOTIFY_SECURE:-0}
+if [ "$SECURE" = 1 ]; then
+  RUN=${NOTIFY_RUN_DIR:-$ROOT/.run/secure}
+  KAFKA_PORT=${NOTIFY_KAFKA_PORT:-29092}
+  KAFKA_CONTROLLER_PORT=${NOTIFY_KAFKA_CONTROLLER_PORT:-29093}
+  CQL_PORT=${NOTIFY_CQL_PORT:-29042}
+  CQL_STORAGE_PORT=${NOTIFY_CQL_STORAGE_PORT:-27000}
+  REGISTRY_PORT=${NOTIFY_REGISTRY_PORT:-28081}
+  SMTP_PORT=${NOTIFY_SMTP_PORT:-22525}
+else
+  RUN=${NOTIFY_RUN_DIR:-$ROOT/.run}
+  KAFKA_PORT=${NOTIFY_KAFKA_PORT:-19092}
+  KAFKA_CONTROLLER_PORT=${NOTIFY_KAFKA_CONTROLLER_PORT:-19093}
+  CQL_PORT=${NOTIFY_CQL_PORT:-19042}
+  CQL_STORAGE_PORT=${NOTIFY_CQL_STORAGE_PORT:-17000}
+  REGISTRY_PORT=${NOTIFY_REGISTRY_PORT:-18081}
+  SMTP_PORT=${NOTIFY_SMTP_PORT:-12525}
+fi
 APICURIO_VERSION=3.0.9
 COMPONENTS=(kafka cassandra registry smtp)
 
@@ -97,18 +116,86 @@ wait_ready() { # name seconds probe...
   log "$name ready on 127.0.0.1:$(port_of "$name") after $((SECONDS - start))s"
 }
 
+# Kafka users of the secured stack: admin, svc-intruder and every principal of
+# topics/acls.toml.
+kafka_users() {
+  echo admin
+  echo svc-intruder
+  sed -n 's/^name = "\(.*\)"$/\1/p' "$ROOT/topics/acls.toml"
+}
+
+make_secrets() { # the CA, the broker's key store, and a password per user (made once)
+  local dir=$1 tls=$1/tls
+  mkdir -p "$tls" "$dir/users"
+  chmod 700 "$dir/users" "$tls"
+  if [ ! -f "$tls/broker.p12" ]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=notify dev CA" \
+      -keyout "$tls/ca.key" -out "$tls/ca.crt" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+      -keyout "$tls/broker.key" -out "$tls/broker.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$tls/san.ext"
+    openssl x509 -req -in "$tls/broker.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial \
+      -days 30 -extfile "$tls/san.ext" -out "$tls/broker.crt" 2>/dev/null
+    openssl rand -hex 16 >"$tls/keystore.password"
+    openssl pkcs12 -export -in "$tls/broker.crt" -inkey "$tls/broker.key" -certfile "$tls/ca.crt" \
+      -name broker -out "$tls/broker.p12" -passout "file:$tls/keystore.password"
+  fi
+  local u
+  for u in $(kafka_users); do
+    [ -f "$dir/users/$u" ] || (umask 077; openssl rand -hex 16 >"$dir/users/$u")
+  done
+}
+
+secure_listeners() { # the security part of server.properties
+  local dir=$1 admin
+  admin=$(cat "$dir/users/admin")
+  cat <<EOF
+listeners=BROKER://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=BROKER://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,BROKER:SASL_SSL
+inter.broker.listener.name=BROKER
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.broker.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.broker.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin";
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$admin" user_admin="$admin";
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$dir/tls/broker.p12
+ssl.keystore.password=$(cat "$dir/tls/keystore.password")
+ssl.truststore.type=PEM
+ssl.truststore.location=$dir/tls/ca.crt
+ssl.client.auth=none
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin
+allow.everyone.if.no.acl.found=false
+EOF
+}
+
 start_kafka() {
   local dir=$RUN/kafka
   mkdir -p "$dir"
-  cat >"$dir/server.properties" <<EOF
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+  local listeners scram=()
+  if [ "$SECURE" = 1 ]; then
+    make_secrets "$dir"
+    listeners=$(secure_listeners "$dir")
+    local u
+    for u in $(kafka_users); do
+      scram+=(--add-scram "SCRAM-SHA-512=[name=$u,password=$(cat "$dir/users/$u")]")
+    done
+  else
+    listeners="listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
 advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
+inter.broker.listener.name=PLAINTEXT"
+  fi
+  (umask 077; cat >"$dir/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+$listeners
 log.dirs=$dir/data
 num.partitions=4
 auto.create.topics.enable=false
@@ -121,6 +208,7 @@ group.initial.rebalance.delay.ms=0
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 EOF
+)
   cat >"$dir/log4j2.properties" <<'EOF'
 rootLogger.level=WARN
 rootLogger.appenderRef.stdout.ref=STDOUT
@@ -136,7 +224,7 @@ EOF
   if [ ! -f "$dir/data/meta.properties" ]; then
     local cluster_id
     cluster_id=$("${jvm[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
-    "${jvm[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
+    "${jvm[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" "${scram[@]}" >"$dir/format.log" 2>&1 \
       || { cat "$dir/format.log" >&2; die "formatting the Kafka log dir failed"; }
   fi
   launch kafka "${jvm[@]}" kafka.Kafka "$dir/server.properties"
@@ -174,6 +262,12 @@ concurrent_writes: 16
 concurrent_counter_writes: 4
 memtable_heap_space: 128MiB
 EOF
+  if [ "$SECURE" = 1 ]; then
+    # Password authentication; the built-in superuser `cassandra` is what the dev demo signs
+    # in as (its password in a file, read through cql.password_file like any secret).
+    printf 'authenticator: PasswordAuthenticator\nauthorizer: CassandraAuthorizer\n' >>"$dir/cassandra.yaml"
+    (umask 077; echo cassandra >"$dir/password")
+  fi
   cat >"$dir/logback.xml" <<'EOF'
 <configuration>
   <appender name="STDOUT" class="ch.qos.logback.core.ConsoleAppender">

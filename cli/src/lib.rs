@@ -1,5 +1,6 @@
 //! The operator tools behind the `notify` binary, as a library so tests drive them directly.
 
+pub mod acls;
 pub mod backfill;
 pub mod check;
 pub mod dlq;

@@ -56,6 +56,11 @@ enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
+    /// Kafka ACL administration (clusters whose ACLs are not managed by an operator).
+    Acls {
+        #[command(subcommand)]
+        command: AclsCommand,
+    },
     /// Schema registry administration.
     Schemas {
         #[command(subcommand)]
@@ -163,6 +168,18 @@ enum TopicsCommand {
 }
 
 #[derive(Subcommand)]
+enum AclsCommand {
+    /// Allow each principal of the ACL file what its entry names (existing ACLs are kept).
+    Apply {
+        #[arg(long, default_value = "topics/acls.toml")]
+        file: PathBuf,
+        /// Show the ACLs without writing them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum SchemasCommand {
     /// Register each topic's value schema under <topic>-value (topic-name strategy).
     Register {
@@ -252,6 +269,26 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 "{} topics checked, {} {verb}",
                 spec.topics.len(),
                 changes.len()
+            );
+            Ok(())
+        }
+        Command::Acls {
+            command: AclsCommand::Apply { file, dry_run },
+        } => {
+            let spec = notify_cli::acls::AclsFile::load(&file)?;
+            let bindings = notify_cli::acls::apply(&config, &spec, dry_run).await?;
+            for b in &bindings {
+                println!("{b}");
+            }
+            let verb = if dry_run {
+                "would be written"
+            } else {
+                "written"
+            };
+            println!(
+                "{} principals, {} ACLs {verb}",
+                spec.principals.len(),
+                bindings.len()
             );
             Ok(())
         }

@@ -64,9 +64,9 @@ pub async fn show(
     json: bool,
 ) -> anyhow::Result<StatusReport> {
     let started = Instant::now();
-    let mut client = notify_runtime::kafka::reader_config(config, "notify-status-viewer");
-    // This loop counts partition ends itself.
-    client.set("enable.partition.eof", "false");
+    // Partition ends come as PartitionEOF: a high watermark alone is never reached when the
+    // log ends in a transaction marker (transactional delivery), so `status` would not return.
+    let client = notify_runtime::kafka::reader_config(config, "notify-status-viewer");
     let consumer: BaseConsumer = client.create()?;
     let all = scan::partitions(&consumer, topic)?;
     let marks = scan::watermarks(&consumer, topic, &all)?;
@@ -121,7 +121,13 @@ pub async fn show(
         let Some(result) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let msg = result?;
+        let msg = match result {
+            Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
+                position.insert(p, i64::MAX);
+                continue;
+            }
+            other => other?,
+        };
         position.insert(msg.partition(), msg.offset() + 1);
         report.read += 1;
         if let Some(p) = &mut progress {

@@ -335,8 +335,9 @@ impl DeliveryStatus {
         self
     }
 
+    /// The reason with addresses, numbers and tokens masked (see [`scrub`]).
     pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
-        self.reason = Some(reason.into());
+        self.reason = Some(scrub(&reason.into()));
         self
     }
 
@@ -433,9 +434,74 @@ pub fn mask(address: &str) -> String {
     format!("***{tail}")
 }
 
+/// `text` with every e-mail address, phone number and token-looking string masked (see
+/// [`mask`]): error text from providers and drivers often echoes what was sent, and it goes
+/// into status events, dead-letter headers and logs.
+pub fn scrub(text: &str) -> String {
+    use std::sync::LazyLock;
+    static PATTERNS: LazyLock<regex_lite::Regex> = LazyLock::new(|| {
+        regex_lite::Regex::new(concat!(
+            // e-mail addresses
+            r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+            // E.164 phone numbers, also written with spaces or dashes
+            r"|\+[0-9](?:[ -]?[0-9]){6,15}",
+            // device tokens, API keys, JWT segments: long runs without separators
+            r"|[A-Za-z0-9_:+=-]{32,}",
+        ))
+        .expect("the masking pattern compiles")
+    });
+    PATTERNS
+        .replace_all(text, |c: &regex_lite::Captures<'_>| {
+            let found = &c[0];
+            if is_uuid(found) {
+                found.to_string()
+            } else {
+                mask(found)
+            }
+        })
+        .into_owned()
+}
+
+/// Event ids are commonly UUIDs: they identify, they do not authorise, so they stay readable.
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrubs_addresses_numbers_and_tokens_from_free_text() {
+        let token = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+        let text = format!(
+            "21211: 'To' number +55 11 98765-4321 is not valid; mailbox ana.s+x@mail.example.com \
+             full; BadDeviceToken {token}; Bearer eyJhbGciOiJFUzI1NiJ9abcdefghijklmnopqrstu; \
+             event 0f8fad5b-d9cb-469f-a165-70867728950e on notify.channel.sms.v1 partition 3"
+        );
+        let out = scrub(&text);
+        for secret in [
+            "98765",
+            "ana.s+x@",
+            &token[..40],
+            "eyJhbGciOiJFUzI1NiJ9abcd",
+        ] {
+            assert!(!out.contains(secret), "{secret} left in {out}");
+        }
+        assert!(out.contains("***4321"), "{out}");
+        assert!(out.contains("a***@mail.example.com"), "{out}");
+        assert!(out.contains("***8f90"), "{out}");
+        assert!(
+            out.contains("0f8fad5b-d9cb-469f-a165-70867728950e"),
+            "{out}"
+        );
+        assert!(out.contains("notify.channel.sms.v1 partition 3"), "{out}");
+        assert!(out.starts_with("21211: 'To' number"), "{out}");
+    }
 
     #[test]
     fn every_schema_parses() {

@@ -107,6 +107,10 @@ pub struct CqlConfig {
     pub username: Option<String>,
     pub password: Option<String>,
     pub password_file: Option<String>,
+    /// TLS to the CQL nodes (client_encryption_options); the server's certificate is checked
+    /// against `ca_file` (or the system's roots when not set).
+    pub tls: bool,
+    pub ca_file: Option<String>,
     /// Replication used by `notify db migrate` when it creates the keyspace.
     pub replication_factor: u32,
 }
@@ -129,6 +133,10 @@ pub struct RuntimeConfig {
     pub shutdown_grace_ms: u64,
     pub status_topic: String,
     pub dlq_topic: String,
+    /// A record value larger than this is dead-lettered unread (class `validation`), and no
+    /// decoded field may claim more (Avro's allocation limit). Below the broker's default
+    /// message size, so the dead letter itself fits on the dead-letter topic.
+    pub max_record_bytes: usize,
     /// Assigned, behind, and no record received for this long: the loop resumes its
     /// partitions by itself; still so after twice this, `/healthz` fails (restart).
     pub stall_after_ms: u64,
@@ -181,6 +189,8 @@ impl Default for CqlConfig {
             username: None,
             password: None,
             password_file: None,
+            tls: false,
+            ca_file: None,
             replication_factor: 1,
         }
     }
@@ -202,6 +212,7 @@ impl Default for RuntimeConfig {
             shutdown_grace_ms: 30_000,
             status_topic: "notify.status.v1".into(),
             dlq_topic: "notify.dlq.v1".into(),
+            max_record_bytes: 900_000,
             stall_after_ms: 30_000,
             intermediate_status: false,
         }
@@ -231,7 +242,9 @@ impl Config {
         }
         let mut config: Config = figment
             .merge(env_provider(env))
-            .extract()
+            // Lossy: an environment value is a string, turned into a number or boolean only
+            // where the field asks for one, so a string setting arrives exactly as written.
+            .extract_lossy()
             .map_err(|e| ConfigError::Read(e.to_string()))?;
         config.normalise_env_property_names();
         config.read_secret_files()?;
@@ -243,9 +256,10 @@ impl Config {
     pub fn processor<P: DeserializeOwned + Default>(&self, name: &str) -> Result<P, ConfigError> {
         match self.processors.get(name) {
             None => Ok(P::default()),
-            Some(value) => value
-                .clone()
-                .try_into()
+            // Through figment again, lossily: values from the environment are strings, and
+            // only the processor's own types say which of them are numbers.
+            Some(value) => Figment::from(Serialized::defaults(value))
+                .extract_lossy()
                 .map_err(|e| ConfigError::Invalid(vec![format!("processors.{name}: {e}")])),
         }
     }
@@ -320,8 +334,21 @@ impl Config {
                 self.http.listen
             ));
         }
+        // A user name alone would silently connect without authentication.
+        match (&self.cql.username, &self.cql.password) {
+            (Some(_), None) => errors
+                .push("cql.username is set but no cql.password (or cql.password_file)".to_string()),
+            (None, Some(_)) => errors.push("cql.password is set but no cql.username".to_string()),
+            _ => {}
+        }
+        if self.cql.ca_file.is_some() && !self.cql.tls {
+            errors.push("cql.ca_file is set but cql.tls is false".to_string());
+        }
         if self.runtime.lanes == 0 {
             errors.push("runtime.lanes must be at least 1".to_string());
+        }
+        if self.runtime.max_record_bytes < 1024 {
+            errors.push("runtime.max_record_bytes must be at least 1024".to_string());
         }
         if self.runtime.max_in_flight < self.runtime.lanes {
             errors.push("runtime.max_in_flight must be at least runtime.lanes".to_string());
@@ -384,16 +411,17 @@ fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
     }
 }
 
-/// Environment values are TOML literals when they parse as one (`8`, `true`, `["a","b"]`),
-/// otherwise plain strings.
+/// Environment values are strings as written (a password `1e5` or `0x1F` stays that), except
+/// a TOML array (`["a:9042","b:9042"]`, for list settings such as `cql.nodes`). Numbers and
+/// booleans are read from the string where the field is one (`extract_lossy`).
 fn parse_env_value(raw: &str) -> toml::Value {
-    let probe = format!("v = {raw}");
-    match probe.parse::<toml::Table>() {
-        Ok(mut t) => t
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.into())),
-        Err(_) => toml::Value::String(raw.into()),
+    if raw.trim_start().starts_with('[')
+        && let Ok(mut t) = format!("v = {raw}").parse::<toml::Table>()
+        && let Some(v @ toml::Value::Array(_)) = t.remove("v")
+    {
+        return v;
     }
+    toml::Value::String(raw.into())
 }
 
 #[cfg(test)]
@@ -451,6 +479,63 @@ mod tests {
             c.kafka.properties.get("sasl.mechanism").map(String::as_str),
             Some("PLAIN")
         );
+    }
+
+    #[test]
+    fn string_settings_from_the_environment_arrive_unchanged() {
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("NOTIFY_CQL__USERNAME", "007"),
+                ("NOTIFY_CQL__PASSWORD", "1e5"),
+                ("NOTIFY_REGISTRY__PASSWORD", "0x1F"),
+                ("NOTIFY_KAFKA__PROPERTIES__SASL_PASSWORD", "true"),
+                ("NOTIFY_KAFKA__GROUP_PREFIX", "1_000"),
+                ("NOTIFY_PROCESSORS__DELIVER_SMS__AUTH_TOKEN", "+1.5e3"),
+                ("NOTIFY_CQL__NODES", r#"["a:9042","b:9042"]"#),
+                ("NOTIFY_RUNTIME__LANES", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.cql.username.as_deref(), Some("007"));
+        assert_eq!(c.cql.password.as_deref(), Some("1e5"));
+        assert_eq!(c.registry.password.as_deref(), Some("0x1F"));
+        assert_eq!(
+            c.kafka.properties.get("sasl.password").map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(c.kafka.group_prefix, "1_000");
+        assert_eq!(c.cql.nodes, vec!["a:9042", "b:9042"]);
+        assert_eq!(c.runtime.lanes, 3);
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(default)]
+        struct Sms {
+            auth_token: String,
+        }
+        assert_eq!(
+            c.processor::<Sms>("deliver_sms").unwrap().auth_token,
+            "+1.5e3"
+        );
+    }
+
+    #[test]
+    fn a_cql_user_without_a_password_is_an_error() {
+        let err = Config::load_with_env(None, env(&[("NOTIFY_CQL__USERNAME", "notify")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cql.username is set but no cql.password"),
+            "{err}"
+        );
+        let err = Config::load_with_env(None, env(&[("NOTIFY_CQL__PASSWORD", "pw")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no cql.username"), "{err}");
+        Config::load_with_env(
+            None,
+            env(&[("NOTIFY_CQL__USERNAME", "u"), ("NOTIFY_CQL__PASSWORD", "p")]),
+        )
+        .expect("both set is fine");
     }
 
     #[test]

@@ -140,8 +140,12 @@ impl DeadLetter {
         let values = [
             (STAGE, self.stage.clone()),
             (CLASS, self.class.as_str().to_string()),
-            // Header values stay small: a reason is cut at 1 KiB on a char boundary.
-            (REASON, truncate(&self.reason, 1024).to_string()),
+            // Header values stay small: a reason is cut at 1 KiB on a char boundary. Error
+            // text of providers and drivers echoes addresses and tokens: masked.
+            (
+                REASON,
+                truncate(&crate::records::scrub(&self.reason), 1024).to_string(),
+            ),
             (SOURCE_TOPIC, self.source_topic.clone()),
             (SOURCE_PARTITION, self.source_partition.to_string()),
             (SOURCE_OFFSET, self.source_offset.to_string()),
@@ -207,5 +211,25 @@ mod tests {
         assert_eq!(header_str(Some(&h), CLASS), Some("decode"));
         assert_eq!(header_str(Some(&h), SOURCE_OFFSET), Some("42"));
         assert!(header_str(Some(&h), REASON).unwrap().len() <= 1024);
+    }
+
+    #[test]
+    fn the_reason_header_is_scrubbed() {
+        let dl = DeadLetter {
+            stage: "deliver-sms".into(),
+            class: ErrorClass::Permanent,
+            reason: "21614: +4915112345678 is not a mobile number (ben@example.com)".into(),
+            source_topic: "in".into(),
+            source_partition: 0,
+            source_offset: 1,
+            attempts: 1,
+            first_failure_at_ms: 7,
+        };
+        let h = dl.headers(None);
+        let reason = header_str(Some(&h), REASON).unwrap();
+        assert_eq!(
+            reason,
+            "21614: ***5678 is not a mobile number (b***@example.com)"
+        );
     }
 }

@@ -21,11 +21,18 @@ use crate::offsets::{OffsetTracker, PartitionKey};
 /// `bootstrap.servers` and `[kafka.properties]`: what every client needs to reach the cluster.
 pub fn client_config(config: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
+    set_cluster(&mut c, config);
+    c
+}
+
+/// Sets `bootstrap.servers` and `[kafka.properties]` on `c`, over whatever it has. Never copy
+/// them out of another `ClientConfig` (`config_map` masks `sasl.password`: a client built that
+/// way fails SCRAM authentication).
+fn set_cluster(c: &mut ClientConfig, config: &Config) {
     c.set("bootstrap.servers", &config.kafka.bootstrap_servers);
     for (k, v) in &config.kafka.properties {
         c.set(k, v);
     }
-    c
 }
 
 /// A consumer without a group of its own (tools, tables, probes), from [`client_config`].
@@ -72,9 +79,7 @@ pub fn consumer_config(config: &Config, group_id: &str) -> ClientConfig {
     for (k, v) in defaults {
         c.set(k, v);
     }
-    for (k, v) in client_config(config).config_map() {
-        c.set(k, v);
-    }
+    set_cluster(&mut c, config);
     for (k, v) in &config.kafka.consumer {
         c.set(k, v);
     }
@@ -102,9 +107,7 @@ pub fn producer_config(config: &Config) -> ClientConfig {
     for (k, v) in defaults {
         c.set(k, v);
     }
-    for (k, v) in client_config(config).config_map() {
-        c.set(k, v);
-    }
+    set_cluster(&mut c, config);
     for (k, v) in &config.kafka.producer {
         c.set(k, v);
     }
@@ -274,6 +277,38 @@ impl ConsumerContext for RunnerContext {
             // Explicitly, both ways: a stale pause flag from before the revoke is cleared.
             set(consumer, tpl, self.pause.wanted());
             self.health.set_ready(true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every client of a SASL cluster gets the real password (librdkafka cannot sign in with
+    /// the masked copy `ClientConfig::config_map` hands out).
+    #[test]
+    fn every_client_gets_the_cluster_properties_unmasked() {
+        let config = Config::load_with_env(
+            None,
+            [
+                ("NOTIFY_KAFKA__PROPERTIES__SASL_USERNAME", "notify-chain"),
+                ("NOTIFY_KAFKA__PROPERTIES__SASL_PASSWORD", "1e5"),
+                ("NOTIFY_KAFKA__PROPERTIES__SECURITY_PROTOCOL", "SASL_SSL"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .unwrap();
+        let clients = [
+            ("client", client_config(&config)),
+            ("reader", reader_config(&config, "g")),
+            ("consumer", consumer_config(&config, "g")),
+            ("producer", producer_config(&config)),
+        ];
+        for (name, c) in clients {
+            assert_eq!(c.get("sasl.password"), Some("1e5"), "{name}");
+            assert_eq!(c.get("sasl.username"), Some("notify-chain"), "{name}");
+            assert_eq!(c.get("security.protocol"), Some("SASL_SSL"), "{name}");
         }
     }
 }

@@ -150,14 +150,23 @@ impl<P: Processor> Lane<P> {
     async fn outputs_for(&self, record: &RecordMeta, epoch: u64) -> Option<Vec<Output>> {
         let mut backoff = Duration::from_millis(100);
         let mut first_failure = None;
+        let limit = self.shared.config.runtime.max_record_bytes;
+        let size = record.payload.as_ref().map_or(0, |p| p.len());
         loop {
-            let result = match P::Input::decode(&self.shared.codec, record.payload.as_deref()).await
-            {
-                Ok(input) => self.processor.process(input, record).await,
-                Err(e) => match e.dead_letter_class() {
-                    Some(class) => Err(ProcessError::reject(class, e.to_string())),
-                    None => Err(ProcessError::Transient(e.to_string())),
-                },
+            let result = if size > limit {
+                // Not even decoded: whatever it holds, it is more than any valid record.
+                Err(ProcessError::reject(
+                    ErrorClass::Validation,
+                    format!("record of {size} bytes is over runtime.max_record_bytes ({limit})"),
+                ))
+            } else {
+                match P::Input::decode(&self.shared.codec, record.payload.as_deref()).await {
+                    Ok(input) => self.processor.process(input, record).await,
+                    Err(e) => match e.dead_letter_class() {
+                        Some(class) => Err(ProcessError::reject(class, e.to_string())),
+                        None => Err(ProcessError::Transient(e.to_string())),
+                    },
+                }
             };
             match result {
                 Ok(outputs) => {
@@ -176,7 +185,7 @@ impl<P: Processor> Lane<P> {
                         self.shared.health.set_degraded(false);
                     }
                     let stage = stage.unwrap_or(self.stage());
-                    tracing::debug!(class = class.as_str(), stage, %reason, topic = %record.topic, offset = record.offset, "dead letter");
+                    tracing::debug!(class = class.as_str(), stage, reason = %crate::records::scrub(&reason), topic = %record.topic, offset = record.offset, "dead letter");
                     self.shared
                         .metrics
                         .dead_letters
@@ -199,7 +208,7 @@ impl<P: Processor> Lane<P> {
                         .with_label_values(&[self.stage()])
                         .inc();
                     self.shared.health.set_degraded(true);
-                    tracing::warn!(%reason, retry_in_ms = backoff.as_millis() as u64, "transient failure; holding the record");
+                    tracing::warn!(reason = %crate::records::scrub(&reason), retry_in_ms = backoff.as_millis() as u64, "transient failure; holding the record");
                     tokio::select! {
                         _ = self.shared.shutdown.cancelled() => return None,
                         _ = tokio::time::sleep(backoff) => {}

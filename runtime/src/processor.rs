@@ -241,7 +241,9 @@ impl Output {
     }
 
     /// A status event, keyed by event id.
-    pub fn status(topic: impl Into<String>, status: DeliveryStatus) -> Output {
+    /// Its reason is scrubbed here too (whoever built it): no address, number or token.
+    pub fn status(topic: impl Into<String>, mut status: DeliveryStatus) -> Output {
+        status.reason = status.reason.map(|r| crate::records::scrub(&r));
         let key = status.event_id.clone();
         Output::record(topic, key, status)
     }

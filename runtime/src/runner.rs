@@ -123,6 +123,9 @@ pub async fn start<P: Processor>(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<Running, RuntimeError> {
+    // A malformed record's length prefix may claim any size: no decoded string, byte array
+    // or collection may be larger than a whole record (process-wide; the first one sets it).
+    apache_avro::util::max_allocation_bytes(config.runtime.max_record_bytes);
     for class in crate::dlq::ErrorClass::ALL {
         metrics
             .dead_letters

@@ -240,8 +240,11 @@ fn smtp_port() -> u16 {
         .unwrap_or(12525)
 }
 
+/// The shared SMTP server's Maildir (`NOTIFY_SMTP_MAILDIR` when the stack runs elsewhere).
 pub fn maildir() -> PathBuf {
-    repo_root().join(".run/smtp/maildir/new")
+    std::env::var("NOTIFY_SMTP_MAILDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join(".run/smtp/maildir/new"))
 }
 
 /// Mails in the SMTP server's Maildir addressed to `address`.

@@ -10,6 +10,7 @@ mod observe;
 mod ops;
 mod pipeline;
 mod retry;
+mod secure;
 mod stages_filter;
 mod stages_render;
 mod table;

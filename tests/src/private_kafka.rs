@@ -1,5 +1,7 @@
 //! A Kafka broker of the test's own (dev/stack.sh on free ports in a temporary directory), so a
-//! test can kill and restart the broker without touching the shared one on 19092.
+//! test can kill and restart the broker without touching the shared one on 19092. A secured
+//! one ([`PrivateKafka::start_secure`]) is the stack's `NOTIFY_SECURE=1` broker: SASL_SSL with
+//! SCRAM users and the StandardAuthorizer.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -10,6 +12,7 @@ pub struct PrivateKafka {
     dir: PathBuf,
     pub port: u16,
     controller_port: u16,
+    secure: bool,
 }
 
 fn free_port() -> u16 {
@@ -19,6 +22,15 @@ fn free_port() -> u16 {
 impl PrivateKafka {
     /// Starts a single KRaft broker and waits until it accepts connections (a few seconds).
     pub fn start(name: &str) -> PrivateKafka {
+        Self::start_as(name, false)
+    }
+
+    /// A broker that lets in only SCRAM users over TLS, and them only as far as ACLs allow.
+    pub fn start_secure(name: &str) -> PrivateKafka {
+        Self::start_as(name, true)
+    }
+
+    fn start_as(name: &str, secure: bool) -> PrivateKafka {
         let dir = std::env::temp_dir().join(format!(
             "notify-kafka-{name}-{}",
             rand::random::<u32>() % 1_000_000
@@ -28,6 +40,7 @@ impl PrivateKafka {
             dir,
             port: free_port(),
             controller_port: free_port(),
+            secure,
         };
         kafka.up();
         kafka
@@ -42,6 +55,7 @@ impl PrivateKafka {
         let ok = Command::new(repo_root().join("dev/stack.sh"))
             .args(["up", "kafka"])
             .env("NOTIFY_RUN_DIR", &self.dir)
+            .env("NOTIFY_SECURE", if self.secure { "1" } else { "0" })
             .env("NOTIFY_KAFKA_PORT", self.port.to_string())
             .env(
                 "NOTIFY_KAFKA_CONTROLLER_PORT",
@@ -51,6 +65,50 @@ impl PrivateKafka {
             .map(|s| s.success())
             .unwrap_or(false);
         assert!(ok, "private Kafka did not start (see {:?})", self.dir);
+    }
+
+    /// The password of SCRAM user `user` (secured broker).
+    pub fn password(&self, user: &str) -> String {
+        let path = self.dir.join("kafka/users").join(user);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .to_string()
+    }
+
+    /// Every secret the secured broker was made with: user passwords, key store password.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(self.dir.join("kafka/users"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                    .map(|s| s.trim().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Ok(s) = std::fs::read_to_string(self.dir.join("kafka/tls/keystore.password")) {
+            out.push(s.trim().to_string());
+        }
+        out
+    }
+
+    /// The CA that signed the secured broker's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("kafka/tls/ca.crt")
+    }
+
+    /// librdkafka properties of a client signing in as `user` (secured broker).
+    pub fn client_properties(&self, user: &str) -> Vec<(String, String)> {
+        [
+            ("security.protocol", "SASL_SSL".to_string()),
+            ("sasl.mechanism", "SCRAM-SHA-512".to_string()),
+            ("ssl.ca.location", self.ca_file().display().to_string()),
+            ("sasl.username", user.to_string()),
+            ("sasl.password", self.password(user)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
     }
 
     fn pid(&self) -> String {

@@ -1,3 +1,16 @@
+{{/* Fails when a table holds a secret by value (a key naming a password, token, secret or
+API key, other than a `*_file` path): secrets come from mounted files or the environment,
+never from the ConfigMap. */}}
+{{- define "notify.noSecrets" -}}
+{{- range $k, $val := .table }}
+{{- if kindIs "map" $val }}
+{{- include "notify.noSecrets" (dict "path" (printf "%s.%s" $.path $k) "table" $val) }}
+{{- else if and (regexMatch "(^|_)(password|secret|token|api_key|private_key)$" $k) (not (hasSuffix "_file" $k)) }}
+{{- fail (printf "%s.%s would put a secret into the ConfigMap: give a *_file path to a mounted Secret instead" $.path $k) }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
 {{/* Kafka security properties shared by every process (the per-user parts are environment
 variables, see notify.kafkaEnv). */}}
 {{- define "notify.kafkaProperties" -}}
@@ -18,6 +31,11 @@ variables, see notify.kafkaEnv). */}}
 {{- $_ := set $props "ssl.key.location" (printf "/etc/notify/kafka-tls/%s" $k.tls.keyKey) -}}
 {{- end -}}
 {{- end -}}
+{{- range $name, $_ := $k.properties }}
+{{- if regexMatch "(password|secret|\\.key\\.pem|sasl\\.jaas\\.config|oauthbearer\\.client\\.secret)" $name }}
+{{- fail (printf "kafka.properties.%s would put a secret into the ConfigMap: use kafka.sasl.passwordSecret, kafka.tls.secret or processors.<p>.extraEnv with a secretKeyRef" $name) }}
+{{- end }}
+{{- end }}
 {{- toJson (mergeOverwrite $props (deepCopy $k.properties)) -}}
 {{- end -}}
 
@@ -89,7 +107,8 @@ password_file = "/etc/notify/secrets/cql/{{ $v.cql.passwordSecret.key }}"
 {{- end }}
 
 [http]
-listen = "0.0.0.0:{{ $v.metricsPort | int }}"
+# Loopback here; each Deployment sets NOTIFY_HTTP__LISTEN to its pod's address.
+listen = "127.0.0.1:{{ $v.metricsPort | int }}"
 
 [runtime]
 lanes = {{ $v.runtime.lanes | int }}
@@ -105,6 +124,7 @@ dlq_topic = {{ $v.runtime.dlqTopic | quote }}
 {{- end }}
 {{- range $name := $tables | sortAlpha }}
 {{- $table := deepCopy ((index $v.processors $name | default dict).config | default dict) }}
+{{- include "notify.noSecrets" (dict "path" (printf "processors.%s.config" $name) "table" $table) }}
 {{- $channel := (index $deployed $name | default dict).channel }}
 {{- if $channel }}
 {{- $provider := include "notify.providerConfig" (dict "root" $ "channel" $channel) | fromJson }}

@@ -55,6 +55,8 @@ for dir in "$@"; do
       [ -n "$name" ] || continue
       case "$value" in @secret:*) value="made-up-secret" ;; esac
       value=${value//\/etc\/notify/$etc}
+      # The kubelet expands $(POD_IP) (a downward-API variable) to the pod's address.
+      value=${value//\$(POD_IP)/10.1.2.3}
       if [ "$name" = NOTIFY_CONFIG ]; then config=$value; continue; fi
       env_args+=("$name=$value")
     done <"$base.env"

@@ -22,13 +22,32 @@ pub mod settings;
 pub use channels::{apns, email, fcm, sms};
 pub use deliver::{Deliverer, LogEnd, Taken, Topics};
 
-/// `text` with every occurrence of the full contact point masked: providers echo the number
-/// or address in their error text, which goes into status events and dead-letter headers.
+/// `text` with every occurrence of the full contact point masked, and anything else that looks
+/// like an address, a number or a token ([`scrub`](notify_runtime::records::scrub)):
+/// providers echo what they were sent in their error text, which goes into status events,
+/// dead-letter headers and logs.
 pub fn redact(text: &str, contact_point: &str) -> String {
-    if contact_point.len() < 4 || !text.contains(contact_point) {
-        return text.to_string();
+    let text = if contact_point.len() < 4 || !text.contains(contact_point) {
+        text.to_string()
+    } else {
+        text.replace(contact_point, &notify_runtime::records::mask(contact_point))
+    };
+    notify_runtime::records::scrub(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn provider_text_loses_the_recipient_and_whatever_else_it_echoes() {
+        let out = super::redact(
+            "invalid device fcm-token-ana-pixel; also saw ana@example.com and +5511987654321",
+            "fcm-token-ana-pixel",
+        );
+        assert_eq!(
+            out,
+            "invalid device ***ixel; also saw a***@example.com and ***4321"
+        );
     }
-    text.replace(contact_point, &notify_runtime::records::mask(contact_point))
 }
 
 /// Headers of a record sent to the retry ladder (names shared with the retry processor

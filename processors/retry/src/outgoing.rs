@@ -158,7 +158,7 @@ pub fn status(
         channel: subject.channel.clone(),
         recipient: subject.recipient.clone(),
         outcome,
-        reason: Some(reason),
+        reason: Some(notify_runtime::records::scrub(&reason)),
         attempt,
         stage: crate::NAME.to_string(),
         at: now,

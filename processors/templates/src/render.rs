@@ -197,6 +197,38 @@ mod tests {
     }
 
     #[test]
+    fn variables_with_script_or_template_syntax_stay_inert_in_html() {
+        let data = map(&[
+            ("name", "<script>alert(1)</script>"),
+            ("link", "\" onmouseover=\"alert(1)"),
+            ("amount", "{{ user.email }}{% raw %}"),
+        ]);
+        let user = map(&[("email", "ana@example.com")]);
+        let t = template(
+            Channel::Email,
+            Some("Hi {{ name }}"),
+            "{{ amount }}",
+            Some("<a href=\"{{ link }}\">{{ name }}</a> {{ amount }}"),
+        );
+        let r = Renderer::new()
+            .render(
+                &t,
+                &Vars {
+                    data: &data,
+                    user: &user,
+                },
+            )
+            .unwrap();
+        let html = r.html_body.unwrap();
+        assert!(!html.contains("<script"), "{html}");
+        assert!(!html.contains("\" onmouseover"), "{html}");
+        assert!(html.contains("&lt;script&gt;"), "{html}");
+        // A value is text, never a template: nothing of the profile leaks through it.
+        assert!(!html.contains("ana@example.com") && !r.body.contains("ana@example.com"));
+        assert_eq!(r.body, "{{ user.email }}{% raw %}");
+    }
+
+    #[test]
     fn plain_text_is_not_double_escaped() {
         let data = map(&[("name", "Tom &amp; Jerry")]);
         let t = template(Channel::Push, Some("{{ name }}"), "{{ name }}", None);

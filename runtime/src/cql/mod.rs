@@ -66,6 +66,8 @@ pub enum CqlError {
     Migration { name: String, reason: String },
     #[error("invalid keyspace name {0:?}")]
     Keyspace(String),
+    #[error("CQL TLS settings: {0}")]
+    Tls(String),
     #[error("CQL query failed: {0}")]
     Query(String),
 }
@@ -75,13 +77,39 @@ pub async fn connect(config: &CqlConfig) -> Result<Session, CqlError> {
     let mut builder = SessionBuilder::new()
         .known_nodes(&config.nodes)
         .connection_timeout(Duration::from_secs(5));
-    if let (Some(user), Some(password)) = (&config.username, &config.password) {
-        builder = builder.user(user, password);
+    match (&config.username, &config.password) {
+        (Some(user), Some(password)) => builder = builder.user(user, password),
+        (None, None) => {}
+        // Config validation refuses this too; a CqlConfig built in code must not silently
+        // connect without authentication either.
+        _ => {
+            return Err(CqlError::Connect {
+                nodes: config.nodes.join(","),
+                reason: "cql.username and cql.password go together".into(),
+            });
+        }
+    }
+    if config.tls {
+        builder = builder.tls_context(Some(tls_context(config)?));
     }
     builder.build().await.map_err(|e| CqlError::Connect {
         nodes: config.nodes.join(","),
         reason: e.to_string(),
     })
+}
+
+/// TLS that checks the server's certificate chain (against `ca_file`, else the system's roots):
+/// `SslConnector`'s defaults, peer verification included.
+fn tls_context(config: &CqlConfig) -> Result<openssl::ssl::SslConnectorBuilder, CqlError> {
+    use openssl::ssl::{SslConnector, SslMethod};
+    let mut builder =
+        SslConnector::builder(SslMethod::tls()).map_err(|e| CqlError::Tls(e.to_string()))?;
+    if let Some(path) = &config.ca_file {
+        builder
+            .set_ca_file(path)
+            .map_err(|e| CqlError::Tls(format!("cql.ca_file {path}: {e}")))?;
+    }
+    Ok(builder)
 }
 
 /// What `migrate` did.

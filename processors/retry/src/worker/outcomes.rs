@@ -57,7 +57,7 @@ impl Worker {
         origin: Option<String>,
         subject: Option<&Subject>,
     ) -> Result<(), String> {
-        tracing::debug!(class = class.as_str(), %reason, topic = msg.topic(), offset = msg.offset(), "dead letter");
+        tracing::debug!(class = class.as_str(), reason = %notify_runtime::records::scrub(&reason), topic = msg.topic(), offset = msg.offset(), "dead letter");
         self.metrics
             .base
             .dead_letters
