@@ -104,7 +104,9 @@ pub async fn run(
         sandbox: &sandbox,
         tracked,
         samples: Vec::new(),
-        intake_written: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(plan.requests as i64)),
+        intake_written: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(
+            plan.requests as i64,
+        )),
     };
     let started = now_ms();
     let mut result = PipelineResult {

@@ -107,7 +107,11 @@ pub async fn snapshot(
         // consumed twice.
         let mut written = 0;
         for t in &p.inputs {
-            let by_harness = p.harness.iter().find(|(h, _)| h == t).map(|(_, n)| n.load(Relaxed));
+            let by_harness = p
+                .harness
+                .iter()
+                .find(|(h, _)| h == t)
+                .map(|(_, n)| n.load(Relaxed));
             written += match (produced.get(t.as_str()), ends.get(t.as_str())) {
                 (Some(n), _) => *n as i64 + by_harness.unwrap_or(0),
                 (None, _) if by_harness.is_some() => by_harness.unwrap_or(0),
