@@ -115,6 +115,10 @@ pub(crate) fn classify_status(
             reason,
             retry_after: retry_after(headers, SystemTime::now()),
         }
+    } else if status == StatusCode::UNAUTHORIZED {
+        // Our API key or account token was refused (SendGrid 401, Twilio 20003, FCM 401): a
+        // configuration fault of the whole channel, so the message waits instead of failing.
+        SendOutcome::Unavailable { reason }
     } else {
         SendOutcome::Permanent { reason }
     }
@@ -185,5 +189,7 @@ mod tests {
         assert!(matches!(r, SendOutcome::Permanent { .. }));
         let r = classify_status(StatusCode::FORBIDDEN, &h, "x".into());
         assert!(matches!(r, SendOutcome::Permanent { .. }));
+        let r = classify_status(StatusCode::UNAUTHORIZED, &h, "x".into());
+        assert!(matches!(r, SendOutcome::Unavailable { .. }));
     }
 }

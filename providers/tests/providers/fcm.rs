@@ -41,12 +41,14 @@ async fn sends_with_one_cached_access_token() {
 }
 
 #[tokio::test]
-async fn assertion_signed_by_another_key_is_refused() {
+async fn assertion_signed_by_another_key_is_unavailable() {
     let sb = sandbox().await;
     let client = fcm_client(&sb, other_creds());
     let outcome = client.send(&message(DeliveryChannel::Fcm, REG_TOKEN)).await;
+    // Our own credentials refused is a configuration fault: the channel waits, the message is
+    // not failed for good.
     assert!(
-        matches!(&outcome, SendOutcome::Permanent { reason } if reason.contains("Invalid JWT Signature")),
+        matches!(&outcome, SendOutcome::Unavailable { reason } if reason.contains("Invalid JWT Signature")),
         "{outcome:?}"
     );
     assert_eq!(sb.stats().fcm_token_requests, 1);
@@ -107,10 +109,11 @@ async fn throttling_and_outages_are_retryable() {
         matches!(outcome, SendOutcome::Permanent { .. }),
         "{outcome:?}"
     );
+    // Cut after the request went out: it may have been sent, so in doubt.
     sb.add_fault(FaultSpec::new(Provider::Fcm).drop_connection().times(1));
     let outcome = client.send(&msg).await;
     assert!(
-        matches!(outcome, SendOutcome::Retryable { .. }),
+        matches!(outcome, SendOutcome::InDoubt { .. }),
         "{outcome:?}"
     );
     assert!(client.send(&msg).await.is_sent());

@@ -68,7 +68,7 @@ async fn twilio_errors_are_classified() {
     let wrong = twilio(&sb, "not-the-token", sender.clone());
     let outcome = wrong.send(&message(DeliveryChannel::Sms, PHONE)).await;
     assert!(
-        matches!(&outcome, SendOutcome::Permanent { reason } if reason.contains("20003")),
+        matches!(&outcome, SendOutcome::Unavailable { reason } if reason.contains("20003")),
         "{outcome:?}"
     );
     let client = twilio(&sb, &creds().twilio.auth_token, sender);
@@ -127,7 +127,7 @@ async fn sendgrid_errors_are_classified() {
     let msg = message(DeliveryChannel::Email, "alice@example.com");
     let outcome = wrong.send(&msg).await;
     assert!(
-        matches!(&outcome, SendOutcome::Permanent { reason } if reason.contains("401")),
+        matches!(&outcome, SendOutcome::Unavailable { reason } if reason.contains("401")),
         "{outcome:?}"
     );
     let client = sendgrid(&sb, &creds().sendgrid.api_key, Duration::from_millis(300));
@@ -141,9 +141,10 @@ async fn sendgrid_errors_are_classified() {
             .latency_ms(2_000)
             .times(1),
     );
+    // The request went out and no answer came: it may have been sent, so in doubt, not retried.
     let outcome = client.send(&msg).await;
     assert!(
-        matches!(&outcome, SendOutcome::Retryable { reason, .. } if reason.contains("timeout")),
+        matches!(&outcome, SendOutcome::InDoubt { reason } if reason.contains("timeout")),
         "{outcome:?}"
     );
 }
