@@ -295,8 +295,8 @@ pub fn process_env(
     env
 }
 
-/// The dedup stage with the naive scheme: one `INSERT … IF NOT EXISTS` per event (the per-id
-/// ledger, `ledger_buckets = 0`) and nothing in front (`cache_entries = 0`), writing to
+/// The dedup stage with the naive scheme (`scheme = "naive"`): one `INSERT … IF NOT EXISTS`
+/// per event and nothing in front, writing to
 /// `output`. Everything else (process, lanes, in-flight bound, outputs) is dedup's own, so the
 /// comparison is of the schemes alone.
 pub async fn run_naive_dedup(
@@ -313,8 +313,7 @@ pub async fn run_naive_dedup(
     spec.settings = vec![
         ("INPUT", chain.routed.clone()),
         ("OUTPUT", output.to_string()),
-        ("LEDGER_BUCKETS", "0".into()),
-        ("CACHE_ENTRIES", "0".into()),
+        ("SCHEME", "naive".into()),
     ];
     run_one(ctx, chain, keyspace, &spec, "dedup-naive").await
 }

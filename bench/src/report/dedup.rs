@@ -113,10 +113,10 @@ pub fn compare(md: &mut String, r: &Report) -> std::fmt::Result {
         "Both are the dedup stage (`notify run dedup`) on the same input ({} routed \
          notifications, 10% re-sent event ids), with the same lanes and in-flight bound ({} \
          lanes, {} records) and the same outputs (downstream copy and status). Only the scheme \
-         differs: the project's batched ledger (conditional batches per bucket) with its \
-         cache, against the naive scheme: the per-id ledger, one `INSERT … IF NOT EXISTS` \
-         (one Paxos round) per event, nothing in front (`ledger_buckets = 0`, \
-         `cache_entries = 0`).\n",
+         differs: the project's owned scheme (plain batched writes by the partition's owner, \
+         a Bloom filter and recent ids in front), against the naive scheme: one \
+         `INSERT … IF NOT EXISTS` (one Paxos round) per event, nothing in front \
+         (`scheme = \"naive\"`).\n",
         c.records, concurrency.runtime.lanes, concurrency.runtime.max_in_flight
     )?;
     writeln!(
