@@ -157,35 +157,35 @@ impl CqlOwnership {
     }
 
     async fn current(&self, partition: i32) -> Result<Option<i64>, LedgerError> {
-        self.metrics
-            .cql_statements
-            .with_label_values(&["read"])
-            .inc();
         let row = self
-            .session
-            .execute_unpaged(&self.read_one, (&self.group, &self.topic, partition))
-            .await
-            .map_err(unavailable)?
-            .into_rows_result()
-            .map_err(unavailable)?
+            .read_partition(&self.read_one, partition)
+            .await?
             .maybe_first_row::<(Option<i64>,)>()
             .map_err(unavailable)?;
         Ok(row.and_then(|(e,)| e))
     }
 
-    /// What epochs before `epoch` claimed of `partition`.
-    async fn earlier_claims(&self, partition: i32, epoch: i64) -> Result<Takeover, LedgerError> {
+    /// Runs a read of this group's rows for `partition`, counted as one CQL read.
+    async fn read_partition(
+        &self,
+        statement: &PreparedStatement,
+        partition: i32,
+    ) -> Result<scylla::response::query_result::QueryRowsResult, LedgerError> {
         self.metrics
             .cql_statements
             .with_label_values(&["read"])
             .inc();
-        let rows = self
-            .session
-            .execute_unpaged(&self.read_claims, (&self.group, &self.topic, partition))
+        self.session
+            .execute_unpaged(statement, (&self.group, &self.topic, partition))
             .await
             .map_err(unavailable)?
             .into_rows_result()
-            .map_err(unavailable)?;
+            .map_err(unavailable)
+    }
+
+    /// What epochs before `epoch` claimed of `partition`.
+    async fn earlier_claims(&self, partition: i32, epoch: i64) -> Result<Takeover, LedgerError> {
+        let rows = self.read_partition(&self.read_claims, partition).await?;
         let mut found = Takeover {
             epoch,
             claimed_through: None,
