@@ -281,29 +281,7 @@ pub fn draw(scrapes: &[Scrape], path: &Path) -> anyhow::Result<()> {
             .y_desc(unit)
             .draw()
             .map_err(|e| anyhow!("{e}"))?;
-        for (i, (label, points)) in series.iter().enumerate() {
-            let colour = crate::plot::COLOURS[i % crate::plot::COLOURS.len()];
-            chart
-                .draw_series(LineSeries::new(
-                    points.iter().copied(),
-                    colour.stroke_width(2),
-                ))
-                .map_err(|e| anyhow!("{e}"))?
-                .label(label.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
-                });
-        }
-        if !series.is_empty() {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .label_font(("sans-serif", 13))
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| anyhow!("{e}"))?;
-        }
+        crate::plot::draw_lines(&mut chart, &series, SeriesLabelPosition::UpperRight, 13)?;
     }
     root.present().map_err(|e| anyhow!("{e}"))?;
     Ok(())

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::report::Report;
@@ -247,6 +248,20 @@ fn lines(
         .y_desc(y_desc)
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
+    draw_lines(&mut chart, series, SeriesLabelPosition::UpperRight, 15)?;
+    root.present().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// Each series as a line in its own colour, with a legend of their labels at `legend`
+/// (text `font_px` high; none when there is no series).
+pub(crate) fn draw_lines<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    series: &[(String, Vec<(f64, f64)>)],
+    legend: SeriesLabelPosition,
+    font_px: u32,
+) -> anyhow::Result<()> {
+    let stroke = font_px as i32 + 5;
     for (i, (label, points)) in series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         chart
@@ -257,20 +272,23 @@ fn lines(
             .map_err(|e| anyhow!("{e}"))?
             .label(label.as_str())
             .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+                PathElement::new(vec![(x, y), (x + stroke, y)], colour.stroke_width(2))
             });
+    }
+    if series.is_empty() {
+        return Ok(());
     }
     chart
         .configure_series_labels()
+        .position(legend)
+        .label_font(("sans-serif", font_px))
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
-    root.present().map_err(|e| anyhow!("{e}"))?;
     Ok(())
 }
 
-/// Cumulative distribution up to the 99.9th percentile of the slowest series.
 pub fn latency_cdf(path: &Path, title: &str, series: &[(String, Vec<f64>)]) -> anyhow::Result<()> {
     let x_max = series
         .iter()
@@ -293,33 +311,23 @@ pub fn latency_cdf(path: &Path, title: &str, series: &[(String, Vec<f64>)]) -> a
         .y_desc("% of records at or below")
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
-    for (i, (label, values)) in series.iter().enumerate() {
-        let mut v = values.clone();
-        v.sort_by(f64::total_cmp);
-        let n = v.len().max(1) as f64;
-        let step = (v.len() / 2_000).max(1);
-        let points: Vec<(f64, f64)> = v
-            .iter()
-            .enumerate()
-            .step_by(step)
-            .map(|(j, x)| (x.min(x_max), 100.0 * (j + 1) as f64 / n))
-            .collect();
-        let colour = COLOURS[i % COLOURS.len()];
-        chart
-            .draw_series(LineSeries::new(points, colour.stroke_width(2)))
-            .map_err(|e| anyhow!("{e}"))?
-            .label(label.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
+    let curves: Vec<(String, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|(label, values)| {
+            let mut v = values.clone();
+            v.sort_by(f64::total_cmp);
+            let n = v.len().max(1) as f64;
+            let step = (v.len() / 2_000).max(1);
+            let points = v
+                .iter()
+                .enumerate()
+                .step_by(step)
+                .map(|(j, x)| (x.min(x_max), 100.0 * (j + 1) as f64 / n))
+                .collect();
+            (label.clone(), points)
+        })
+        .collect();
+    draw_lines(&mut chart, &curves, SeriesLabelPosition::LowerRight, 15)?;
     root.present().map_err(|e| anyhow!("{e}"))?;
     Ok(())
 }

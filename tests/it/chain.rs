@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use notify_runtime::records::{
-    Channel, DeliveryStatus, Device, NotificationRequest, Outcome, Platform, Priority, QuietHours,
+    Channel, DeliveryStatus, NotificationRequest, Outcome, Platform, Priority, QuietHours,
     UserProfile,
 };
 use notify_sandbox::Provider;
+use notify_tests::records::{self, device};
 use notify_tests::{decode_all, eventually};
 
 use crate::delivery::device_token;
@@ -17,19 +18,8 @@ use crate::pipeline::{Mode, Pipeline};
 
 fn profile(user: &str) -> UserProfile {
     UserProfile {
-        user_id: user.into(),
         email: Some(format!("{}@example.com", user.to_ascii_lowercase())),
-        phone: None,
-        devices: vec![Device {
-            token: device_token(user),
-            platform: Platform::Ios,
-            enabled: true,
-        }],
-        locale: "en".into(),
-        timezone: "UTC".into(),
-        opt_out_channels: vec![],
-        opt_out_categories: vec![],
-        quiet_hours: None,
+        ..records::profile(user, vec![device(device_token(user), Platform::Ios)])
     }
 }
 
@@ -102,11 +92,7 @@ async fn mixed(p: &Pipeline) -> (Vec<DeliveryStatus>, BTreeMap<String, usize>) {
     let env = &p.stack.env;
     let mut all = profile("u-all");
     all.phone = Some("+4915100000001".into());
-    all.devices.push(Device {
-        token: "fcm-u-all".into(),
-        platform: Platform::Android,
-        enabled: true,
-    });
+    all.devices.push(device("fcm-u-all", Platform::Android));
     let mut optcat = profile("u-optcat");
     optcat.opt_out_categories = vec!["billing".into()];
     let mut optch = profile("u-optch");

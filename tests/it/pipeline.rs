@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 
 use notify_runtime::records::Channel;
 use notify_runtime::records::{
-    DeliveryStatus, Device, NotificationRequest, Outcome, Platform, Priority, UserProfile, mask,
+    DeliveryStatus, NotificationRequest, Outcome, Platform, Priority, UserProfile, mask,
 };
 use notify_runtime::{CancellationToken, Config};
 use notify_sandbox::{FaultSpec, Provider};
+use notify_tests::records::{self, device};
 use serde_json::json;
 
 use crate::delivery::{Mail, Stack, Started, device_token, mails_to};
@@ -212,19 +213,8 @@ impl Pipeline {
     pub async fn add_user(&self, user: &str, opt_out_category: Option<&str>) -> String {
         let token = device_token(user);
         let profile = UserProfile {
-            user_id: user.into(),
-            email: None,
-            phone: None,
-            devices: vec![Device {
-                token: token.clone(),
-                platform: Platform::Ios,
-                enabled: true,
-            }],
-            locale: "en".into(),
-            timezone: "UTC".into(),
-            opt_out_channels: vec![],
             opt_out_categories: opt_out_category.into_iter().map(String::from).collect(),
-            quiet_hours: None,
+            ..records::profile(user, vec![device(token.clone(), Platform::Ios)])
         };
         self.stack
             .env
@@ -268,22 +258,12 @@ impl Pipeline {
 
 fn request(event_id: &str, user_id: &str) -> NotificationRequest {
     NotificationRequest {
-        event_id: event_id.into(),
-        user_id: user_id.into(),
-        category: "billing".into(),
-        template_id: "invoice_due".into(),
-        data: [
-            ("amount".to_string(), "42.00 EUR".to_string()),
-            ("due_date".to_string(), "1 Dec".to_string()),
-        ]
-        .into(),
-        channels: vec![],
+        data: [("amount", "42.00 EUR"), ("due_date", "1 Dec")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
         priority: Priority::High,
-        created_at: notify_runtime::now_ms(),
-        expires_at: None,
         source: "billing".into(),
-        email: None,
-        phone: None,
+        ..records::request(event_id, user_id)
     }
 }
 
@@ -308,32 +288,15 @@ async fn every_channel_once_then_skip_a_dead_token(name: &str, mode: Mode) {
     );
     let android = format!("fcm-{user}");
     let email = format!("{}@example.com", env.id.to_ascii_lowercase());
+    let devices = vec![
+        device(ios_a.clone(), Platform::Ios),
+        device(ios_b.clone(), Platform::Ios),
+        device(android.clone(), Platform::Android),
+    ];
     let profile = UserProfile {
-        user_id: user.clone(),
         email: Some(email.clone()),
         phone: Some("+4915112345678".into()),
-        devices: vec![
-            Device {
-                token: ios_a.clone(),
-                platform: Platform::Ios,
-                enabled: true,
-            },
-            Device {
-                token: ios_b.clone(),
-                platform: Platform::Ios,
-                enabled: true,
-            },
-            Device {
-                token: android.clone(),
-                platform: Platform::Android,
-                enabled: true,
-            },
-        ],
-        locale: "en".into(),
-        timezone: "UTC".into(),
-        opt_out_channels: vec![],
-        opt_out_categories: vec![],
-        quiet_hours: None,
+        ..records::profile(&user, devices)
     };
     env.produce(&topics["users"], &user, &profile).await;
 

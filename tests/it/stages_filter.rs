@@ -1,7 +1,7 @@
 //! Preference filter and dedup against the real stack: the table of filter cases with exact
 //! status outcomes, concurrent copies of one id, and the CQL ledger's conformance.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{Timelike, Utc};
@@ -13,6 +13,7 @@ use notify_runtime::records::{
     Channel, DeliveryChannel, DeliveryStatus, Device, NotificationRequest, Outcome, Platform,
     Priority, QuietHours, RoutedNotification, UserProfile,
 };
+use notify_tests::records::{self, device};
 use notify_tests::{RunningProcessor, TestEnv};
 
 pub struct Stages {
@@ -104,38 +105,16 @@ pub async fn start_dedup(env: &TestEnv, s: &Stages) -> RunningProcessor {
         .await
 }
 
-pub fn request(event_id: &str, user_id: &str) -> NotificationRequest {
-    NotificationRequest {
-        event_id: event_id.into(),
-        user_id: user_id.into(),
-        category: "billing".into(),
-        template_id: "invoice_due".into(),
-        data: BTreeMap::new(),
-        channels: vec![],
-        priority: Priority::Normal,
-        created_at: notify_runtime::now_ms(),
-        expires_at: None,
-        source: "test".into(),
-        email: None,
-        phone: None,
-    }
-}
+pub use notify_tests::records::request;
 
 pub fn profile(user_id: &str) -> UserProfile {
     UserProfile {
-        user_id: user_id.into(),
         email: Some(format!("{user_id}@example.com")),
         phone: Some("+4915100000000".into()),
-        devices: vec![Device {
-            token: format!("tok-{user_id}"),
-            platform: Platform::Android,
-            enabled: true,
-        }],
-        locale: "en".into(),
-        timezone: "UTC".into(),
-        opt_out_channels: vec![],
-        opt_out_categories: vec![],
-        quiet_hours: None,
+        ..records::profile(
+            user_id,
+            vec![device(format!("tok-{user_id}"), Platform::Android)],
+        )
     }
 }
 

@@ -5,18 +5,13 @@ use std::time::{Duration, Instant};
 use notify_runtime::Table;
 use notify_runtime::records::UserProfile;
 use notify_tests::TestEnv;
+use notify_tests::records;
 
 fn profile(user: &str, locale: &str) -> UserProfile {
     UserProfile {
-        user_id: user.into(),
         email: Some(format!("{user}@example.com")),
-        phone: None,
-        devices: vec![],
         locale: locale.into(),
-        timezone: "UTC".into(),
-        opt_out_channels: vec![],
-        opt_out_categories: vec![],
-        quiet_hours: None,
+        ..records::profile(user, vec![])
     }
 }
 

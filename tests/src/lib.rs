@@ -26,6 +26,7 @@ pub use notify_runtime;
 pub mod fleet;
 pub mod oracle;
 pub mod private_kafka;
+pub mod records;
 pub mod registry_proxy;
 
 /// One test's private slice of the shared stack.

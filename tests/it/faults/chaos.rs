@@ -9,10 +9,11 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use notify_runtime::records::{Channel, Device, NotificationRequest, Platform, UserProfile};
+use notify_runtime::records::{Channel, NotificationRequest, Platform, UserProfile};
 use notify_sandbox::Provider;
 use notify_tests::fleet::Fleet;
 use notify_tests::oracle::{self, Delivered, Facts, Message, Produced, Report};
+use notify_tests::records::{self, device};
 use notify_tests::{TopicReader, decode_all, headers_of, patient};
 
 use crate::delivery::{Mail, Stack, device_token};
@@ -348,26 +349,13 @@ pub fn assert_clean(name: &str, report: &Report) {
 }
 
 fn profile(u: &User) -> UserProfile {
+    let devices = vec![
+        device(u.ios.clone(), Platform::Ios),
+        device(u.android.clone(), Platform::Android),
+    ];
     UserProfile {
-        user_id: u.id.clone(),
         email: Some(u.email.clone()),
         phone: Some(u.phone.clone()),
-        devices: vec![
-            Device {
-                token: u.ios.clone(),
-                platform: Platform::Ios,
-                enabled: true,
-            },
-            Device {
-                token: u.android.clone(),
-                platform: Platform::Android,
-                enabled: true,
-            },
-        ],
-        locale: "en".into(),
-        timezone: "UTC".into(),
-        opt_out_channels: vec![],
-        opt_out_categories: vec![],
-        quiet_hours: None,
+        ..records::profile(&u.id, devices)
     }
 }

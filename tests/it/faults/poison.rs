@@ -16,17 +16,7 @@ async fn poison_on_every_input_is_dead_lettered_and_harms_nothing_else() {
     let env = &run.p.stack.env;
     let (stack, topics) = (&run.p.stack, &run.p.topics);
     let profile_bytes = {
-        let p = notify_runtime::records::UserProfile {
-            user_id: "poison".into(),
-            email: None,
-            phone: None,
-            devices: vec![],
-            locale: "en".into(),
-            timezone: "UTC".into(),
-            opt_out_channels: vec![],
-            opt_out_categories: vec![],
-            quiet_hours: None,
-        };
+        let p = notify_tests::records::profile("poison", vec![]);
         env.codec
             .encode(&topics["users"], &p)
             .await

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
-use notify_runtime::records::{Device, Outcome, Platform, UserProfile};
+use notify_runtime::records::{Outcome, Platform, UserProfile};
+use notify_tests::records::{device, profile};
 
 use crate::delivery::{Mail, Stack, device_token};
 use crate::ops::notify;
@@ -49,22 +50,12 @@ async fn a_json_log_has_a_line_per_outcome_with_its_fields() {
         "+4915112345678".to_string(),
         device_token(&user),
     );
-    let profile = UserProfile {
-        user_id: user.clone(),
+    let ana = UserProfile {
         email: Some(email.clone()),
         phone: Some(phone.clone()),
-        devices: vec![Device {
-            token: token.clone(),
-            platform: Platform::Ios,
-            enabled: true,
-        }],
-        locale: "en".into(),
-        timezone: "UTC".into(),
-        opt_out_channels: vec![],
-        opt_out_categories: vec![],
-        quiet_hours: None,
+        ..profile(&user, vec![device(token.clone(), Platform::Ios)])
     };
-    env.produce(&topics["users"], &user, &profile).await;
+    env.produce(&topics["users"], &user, &ana).await;
 
     let mut child = notify(env, &["--log-format", "json", "run", "chain"])
         .env("NOTIFY_CONFIG", &config_file)
