@@ -123,10 +123,19 @@ impl Report {
             )?;
         }
         writeln!(md, "- Command: `{}`", self.command)?;
+        // Only the hop and stage parts pre-fill the shared input whose size this is.
+        let sizes = if self.record_bytes > 0.0 {
+            format!(
+                "mean Avro value {:.0} bytes; ceiling records {RECORD_SIZE} bytes",
+                self.record_bytes
+            )
+        } else {
+            "the pipeline writes its own three-channel requests".to_string()
+        };
         writeln!(
             md,
-            "- Records per measurement: {} (pre-filled; mean Avro value {:.0} bytes; ceiling records {RECORD_SIZE} bytes)",
-            self.records, self.record_bytes
+            "- Records per measurement: {} (pre-filled; {sizes})",
+            self.records
         )?;
         writeln!(md, "- Harness wall time: {:.0} s", self.elapsed_s)?;
         writeln!(md, "\n## Machine\n")?;
