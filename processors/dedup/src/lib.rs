@@ -37,7 +37,8 @@ pub struct DedupSettings {
     pub cql_timeout_ms: u64,
     /// Buckets per partition in the ledger (every instance must use the same value).
     pub buckets: u32,
-    /// Ids per Bloom filter (a new filter when one is full; about 1.2 bytes per id at 1%).
+    /// Ids per Bloom filter at most (a partition's first filter is sized for 4,096 and each
+    /// next one for twice as many; a new filter when one is full; about 1.2 bytes per id at 1%).
     pub bloom_capacity: usize,
     /// Recent ids remembered exactly per partition and generation (two generations).
     pub recent_ids: usize,

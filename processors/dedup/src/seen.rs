@@ -17,6 +17,10 @@ pub struct Id {
 /// Bloom filters of one window: a new one when the current is full, each dropped once the
 /// last id put in it is older than the window (its ids have expired in the ledger too). An id
 /// the filters do not contain was never accepted here within the window.
+///
+/// The first filter of a partition is small and each next one twice the size, up to
+/// `capacity`: memory follows the ids a partition really holds (a process owns many
+/// partitions, most of them quiet), and a busy one needs only a few more filters to check.
 pub struct Blooms {
     filters: Vec<Generation>,
     capacity: usize,
@@ -27,6 +31,7 @@ pub struct Blooms {
 struct Generation {
     filter: BloomFilter,
     ids: usize,
+    capacity: usize,
     last_insert_ms: i64,
 }
 
@@ -41,12 +46,16 @@ impl Blooms {
     }
 
     pub fn insert(&mut self, id: &Id, now_ms: i64) {
-        let full = self.filters.last().is_none_or(|g| g.ids >= self.capacity);
+        let full = self.filters.last().is_none_or(|g| g.ids >= g.capacity);
         if full {
+            let capacity = match self.filters.last() {
+                Some(g) => (g.capacity * 2).min(self.capacity),
+                None => FIRST_FILTER_IDS.min(self.capacity),
+            };
             self.filters.push(Generation {
-                filter: BloomFilter::with_false_pos(self.false_positive)
-                    .expected_items(self.capacity),
+                filter: BloomFilter::with_false_pos(self.false_positive).expected_items(capacity),
                 ids: 0,
+                capacity,
                 last_insert_ms: now_ms,
             });
         }
@@ -62,7 +71,15 @@ impl Blooms {
     pub fn may_contain(&self, id: &Id) -> bool {
         self.filters.iter().any(|g| g.filter.contains(id))
     }
+
+    /// The ids each filter is sized for, oldest first.
+    pub fn capacities(&self) -> Vec<usize> {
+        self.filters.iter().map(|g| g.capacity).collect()
+    }
 }
+
+/// Ids the first filter of a partition is sized for (about 5 KB at 1%).
+const FIRST_FILTER_IDS: usize = 4_096;
 
 /// The ids accepted recently, exactly: a duplicate (a producer's retry, mostly seconds
 /// apart) is decided without the database, and so is the same record read again. Two
@@ -155,6 +172,19 @@ mod tests {
         assert!(
             !b.may_contain(&id(1)),
             "generations older than the window are dropped"
+        );
+    }
+
+    #[test]
+    fn bloom_filters_start_small_and_double_up_to_the_capacity() {
+        let mut b = Blooms::new(20_000, 0.01, 60_000);
+        for n in 0..40_000 {
+            b.insert(&id(n), 1_000);
+        }
+        assert_eq!(b.capacities(), vec![4_096, 8_192, 16_384, 20_000]);
+        assert!(
+            (0..40_000).all(|n| b.may_contain(&id(n))),
+            "no false negative"
         );
     }
 
