@@ -45,7 +45,9 @@ pub struct Metrics {
     pub end_to_end_seconds: Histogram,
     pub consumer_lag: IntGaugeVec,
     pub in_flight: IntGauge,
-    /// `{stage, decision}`: what each stage decided (routed, filtered_<reason>, duplicate, ...).
+    /// `{stage, decision, channel}`: what each stage decided (routed, opt_out_category,
+    /// duplicate, rendered, limited, ...); `channel` is empty for a decision about a whole
+    /// request and names the channel for one about a single channel of it.
     pub decisions: IntCounterVec,
     /// `{kind}`: CQL statements sent (read, write, batch, lwt), so Paxos rounds are counted.
     pub cql_statements: IntCounterVec,
@@ -105,9 +107,9 @@ impl Metrics {
             decisions: counter(
                 Opts::new(
                     "notify_stage_decisions_total",
-                    "Decisions of each stage's business rule",
+                    "Decisions of each stage's business rule (per channel where it decides one)",
                 ),
-                &["stage", "decision"],
+                &["stage", "decision", "channel"],
             ),
             cql_statements: counter(
                 Opts::new(
@@ -171,9 +173,27 @@ impl Metrics {
         metrics
     }
 
-    /// Counts one decision of `stage`.
+    /// Counts one decision of `stage` about a whole request.
     pub fn decided(&self, stage: &str, decision: &str) {
-        self.decisions.with_label_values(&[stage, decision]).inc();
+        self.decided_on(stage, decision, "");
+    }
+
+    /// Counts one decision of `stage` about one channel of a request.
+    pub fn decided_on(&self, stage: &str, decision: &str, channel: &str) {
+        self.decisions
+            .with_label_values(&[stage, decision, channel])
+            .inc();
+    }
+
+    /// Creates the series of decisions a stage can make at zero, so that dashboards and
+    /// rates see them before the first one happens.
+    pub fn expect_decisions(&self, stage: &str, decisions: &[&str], channels: &[&str]) {
+        for decision in decisions {
+            for channel in channels {
+                self.decisions
+                    .with_label_values(&[stage, decision, channel]);
+            }
+        }
     }
 
     /// Registers a processor-specific counter family (full name, e.g.

@@ -58,6 +58,11 @@ impl<L: Ledger> Dedup<L> {
         for by in ["recent", "bloom", "ledger"] {
             lookups.with_label_values(&[by]);
         }
+        metrics.expect_decisions(
+            NAME,
+            &["accepted", "duplicate", "expired", "replayed"],
+            &[""],
+        );
         Dedup {
             ledger,
             output,

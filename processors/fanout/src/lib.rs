@@ -12,7 +12,6 @@ use notify_runtime::records::{
 };
 use notify_runtime::runner::RuntimeError;
 use notify_runtime::{Emit, Metrics, Output, ProcessError, RecordMeta, Stage, now_ms};
-use prometheus::IntCounterVec;
 use serde::Deserialize;
 
 pub const NAME: &str = "fanout";
@@ -79,21 +78,17 @@ pub struct FanoutProcessor {
     /// Messages are written in committed transactions (`kafka.transactional`): they say so,
     /// and delivery skips the ledger read for them.
     pub exactly_once: bool,
-    /// `notify_fanout_messages_total{channel}`.
-    pub messages: IntCounterVec,
+    /// Counts each message `fanned_out` per delivery channel, and each request with
+    /// `no_contact_point` left, in `notify_stage_decisions_total`.
+    pub metrics: Metrics,
 }
 
-/// The counter of messages, registered with the processor's metrics.
-pub fn messages_counter(metrics: &Metrics) -> IntCounterVec {
-    let counter = metrics.counter_vec(
-        "notify_fanout_messages_total",
-        "Channel messages written, per delivery channel",
-        &["channel"],
-    );
-    for channel in DeliveryChannel::ALL {
-        counter.with_label_values(&[channel.as_str()]);
-    }
-    counter
+/// The processor's metrics with its decisions created at zero.
+pub fn decision_metrics(metrics: &Metrics) -> Metrics {
+    let channels: Vec<&str> = DeliveryChannel::ALL.iter().map(|c| c.as_str()).collect();
+    metrics.expect_decisions(NAME, &["fanned_out"], &channels);
+    metrics.expect_decisions(NAME, &["no_contact_point"], &[""]);
+    metrics.clone()
 }
 
 fn status(request: &NotificationRequest, outcome: Outcome, reason: &str) -> DeliveryStatus {
@@ -107,7 +102,7 @@ impl FanoutProcessor {
             status_topic: config.runtime.status_topic.clone(),
             intermediate_status: config.runtime.intermediate_status,
             exactly_once: config.kafka.transactional,
-            messages: messages_counter(metrics),
+            metrics: decision_metrics(metrics),
         }
     }
 
@@ -169,6 +164,7 @@ impl Stage for FanoutProcessor {
         }
         let messages = self.messages(&routed);
         if messages.is_empty() {
+            self.metrics.decided(NAME, "no_contact_point");
             let s = status(
                 request,
                 Outcome::Filtered,
@@ -178,7 +174,8 @@ impl Stage for FanoutProcessor {
         }
         let mut side = Vec::new();
         for m in &messages {
-            self.messages.with_label_values(&[m.channel.as_str()]).inc();
+            self.metrics
+                .decided_on(NAME, "fanned_out", m.channel.as_str());
             if self.intermediate_status {
                 let s = DeliveryStatus::of_message(m, NAME, Outcome::Accepted)
                     .with_reason("queued for delivery");

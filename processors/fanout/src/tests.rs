@@ -66,7 +66,7 @@ fn stage(intermediate_status: bool) -> FanoutProcessor {
         status_topic: "status".into(),
         intermediate_status,
         exactly_once: false,
-        messages: messages_counter(&Metrics::new("test")),
+        metrics: decision_metrics(&Metrics::new("test")),
     }
 }
 

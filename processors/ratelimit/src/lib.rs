@@ -90,7 +90,7 @@ pub fn processor<S: RateStore>(
         },
         output: settings.output.clone(),
         status_topic: config.runtime.status_topic.clone(),
-        decisions: processor::decisions_counter(metrics),
+        metrics: processor::decision_metrics(metrics),
     }
 }
 

@@ -7,7 +7,6 @@ use notify_runtime::records::{
     Channel, DeliveryStatus, NotificationRequest, Outcome, Priority, RoutedNotification,
 };
 use notify_runtime::{Emit, Output, ProcessError, RecordMeta, Stage, now_ms};
-use prometheus::IntCounterVec;
 
 use crate::NAME;
 use crate::limiter::{Limiter, Verdict};
@@ -17,30 +16,21 @@ pub struct RateLimitProcessor<S> {
     pub limiter: Limiter<S>,
     pub output: String,
     pub status_topic: String,
-    /// `notify_ratelimit_decisions_total{channel, decision}`.
-    pub decisions: IntCounterVec,
+    /// Counts each channel `passed`, `limited` or `bypassed` (CRITICAL) in
+    /// `notify_stage_decisions_total`.
+    pub metrics: notify_runtime::Metrics,
 }
 
-/// The counter of decisions, registered with the processor's metrics.
-pub fn decisions_counter(metrics: &notify_runtime::Metrics) -> IntCounterVec {
-    let counter = metrics.counter_vec(
-        "notify_ratelimit_decisions_total",
-        "Channels of a request passed, limited, or bypassed (CRITICAL)",
-        &["channel", "decision"],
-    );
-    for channel in Channel::ALL {
-        for decision in ["passed", "limited", "bypassed"] {
-            counter.with_label_values(&[channel.as_str(), decision]);
-        }
-    }
-    counter
+/// The processor's metrics with its decisions created at zero.
+pub fn decision_metrics(metrics: &notify_runtime::Metrics) -> notify_runtime::Metrics {
+    let channels: Vec<&str> = Channel::ALL.iter().map(|c| c.as_str()).collect();
+    metrics.expect_decisions(NAME, &["passed", "limited", "bypassed"], &channels);
+    metrics.clone()
 }
 
 impl<S> RateLimitProcessor<S> {
     fn count(&self, channel: Channel, decision: &str) {
-        self.decisions
-            .with_label_values(&[channel.as_str(), decision])
-            .inc();
+        self.metrics.decided_on(NAME, decision, channel.as_str());
     }
 }
 

@@ -61,11 +61,7 @@ fn meta() -> RecordMeta {
 
 #[tokio::test]
 async fn over_limit_channels_are_removed_and_critical_passes() {
-    let counter = prometheus::IntCounterVec::new(
-        prometheus::Opts::new("decisions", "test"),
-        &["channel", "decision"],
-    )
-    .unwrap();
+    let metrics = notify_runtime::Metrics::new("test");
     let p = StageProcessor(RateLimitProcessor {
         limiter: Limiter {
             store: MemoryStore::default(),
@@ -78,7 +74,7 @@ async fn over_limit_channels_are_removed_and_critical_passes() {
         },
         output: "out".into(),
         status_topic: "status".into(),
-        decisions: counter.clone(),
+        metrics: metrics.clone(),
     });
     let first = p
         .process(routed("e1", Priority::Normal), &meta())
@@ -133,7 +129,12 @@ async fn over_limit_channels_are_removed_and_critical_passes() {
             .count(),
         0
     );
-    let count = |c: &str, d: &str| counter.with_label_values(&[c, d]).get();
+    let count = |c: &str, d: &str| {
+        metrics
+            .decisions
+            .with_label_values(&[crate::NAME, d, c])
+            .get()
+    };
     assert_eq!(count("PUSH", "limited"), 1);
     assert_eq!(count("PUSH", "passed"), 2, "the first and its redelivery");
     assert_eq!(count("PUSH", "bypassed"), 3);

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 pub use error::RenderError;
 pub use limits::{Limits, push_payload_bytes};
-pub use processor::{RenderOutcome, TemplatesProcessor, renders_counter, status, wanted_channels};
+pub use processor::{RenderOutcome, TemplatesProcessor, decision_metrics, status, wanted_channels};
 pub use render::{Renderer, Vars};
 pub use source::{MemoryTemplates, TemplateSource, find, locale_chain};
 
@@ -105,7 +105,7 @@ pub fn processor<S: TemplateSource>(
         output: settings.output.clone(),
         status_topic: config.runtime.status_topic.clone(),
         sync_timeout: Duration::from_millis(settings.sync_timeout_ms),
-        renders: processor::renders_counter(metrics),
+        metrics: processor::decision_metrics(metrics),
     }
 }
 

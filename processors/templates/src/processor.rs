@@ -14,7 +14,6 @@ use notify_runtime::records::{
 };
 use notify_runtime::stage::DeadLetterReason;
 use notify_runtime::{Emit, Output, ProcessError, RecordMeta, Stage, now_ms};
-use prometheus::IntCounterVec;
 
 use crate::NAME;
 use crate::error::RenderError;
@@ -31,23 +30,16 @@ pub struct TemplatesProcessor<S> {
     pub status_topic: String,
     /// How long a record waits for the template table to catch up before it is retried.
     pub sync_timeout: Duration,
-    /// `notify_template_renders_total{channel, outcome}`.
-    pub renders: IntCounterVec,
+    /// Counts each channel `rendered` or `failed` (missing template, locale or variable, over
+    /// a limit) in `notify_stage_decisions_total`.
+    pub metrics: notify_runtime::Metrics,
 }
 
-/// The counter of renders, registered with the processor's metrics.
-pub fn renders_counter(metrics: &notify_runtime::Metrics) -> IntCounterVec {
-    let counter = metrics.counter_vec(
-        "notify_template_renders_total",
-        "Channels rendered or failed (missing template, locale or variable, over a limit)",
-        &["channel", "outcome"],
-    );
-    for channel in Channel::ALL {
-        for outcome in ["rendered", "failed"] {
-            counter.with_label_values(&[channel.as_str(), outcome]);
-        }
-    }
-    counter
+/// The processor's metrics with its decisions created at zero.
+pub fn decision_metrics(metrics: &notify_runtime::Metrics) -> notify_runtime::Metrics {
+    let channels: Vec<&str> = Channel::ALL.iter().map(|c| c.as_str()).collect();
+    metrics.expect_decisions(NAME, &["rendered", "failed"], &channels);
+    metrics.clone()
 }
 
 /// The channels to render: those asked for (all when none are) that have a target.
@@ -155,14 +147,11 @@ impl<S: TemplateSource> Stage for TemplatesProcessor<S> {
         }
         let outcome = self.render_all(&routed);
         for r in &outcome.rendered {
-            self.renders
-                .with_label_values(&[r.channel.as_str(), "rendered"])
-                .inc();
+            self.metrics
+                .decided_on(NAME, "rendered", r.channel.as_str());
         }
         for (channel, _) in &outcome.failed {
-            self.renders
-                .with_label_values(&[channel.as_str(), "failed"])
-                .inc();
+            self.metrics.decided_on(NAME, "failed", channel.as_str());
         }
         if outcome.rendered.is_empty() && outcome.failed.is_empty() {
             let s = status(

@@ -70,7 +70,7 @@ fn processor(templates: Vec<Template>) -> StageProcessor<TemplatesProcessor<Memo
         output: "out".into(),
         status_topic: "status".into(),
         sync_timeout: Duration::from_secs(1),
-        renders: renders_counter(&Metrics::new("test")),
+        metrics: decision_metrics(&Metrics::new("test")),
     })
 }
 
@@ -202,7 +202,7 @@ fn lagging(can_catch_up: bool) -> StageProcessor<TemplatesProcessor<Lagging>> {
         output: "out".into(),
         status_topic: "status".into(),
         sync_timeout: Duration::from_secs(1),
-        renders: renders_counter(&Metrics::new("test")),
+        metrics: decision_metrics(&Metrics::new("test")),
     })
 }
 

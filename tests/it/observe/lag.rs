@@ -14,7 +14,13 @@ fn commit(env: &TestEnv, group: &str, topic: &str, offsets: &[(i32, i64)]) {
         tpl.add_partition_offset(topic, *p, Offset::Offset(*o))
             .expect("offset");
     }
-    consumer.commit(&tpl, CommitMode::Sync).expect("committed");
+    // On a fresh broker the group's coordinator may still be loading: retry for a while.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+        assert!(std::time::Instant::now() < deadline, "commit: {e}");
+        eprintln!("commit failed, retrying: {e}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
 
 #[tokio::test]

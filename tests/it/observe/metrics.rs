@@ -128,6 +128,23 @@ async fn every_processor_exports_the_families_and_the_dashboard_resolves() {
     assert_eq!(decided("dedup", "duplicate"), 1.0);
     assert_eq!(decided("preferences", "opt_out_category"), 1.0, "{chain}");
     assert_eq!(decided("preferences", "unknown_user"), 1.0);
+    // Decisions about one channel of a request carry the channel.
+    let decided_on = |stage: &str, decision: &str, channel: &str| {
+        count(
+            chain,
+            "notify_stage_decisions_total",
+            &[
+                ("stage", stage),
+                ("decision", decision),
+                ("channel", channel),
+            ],
+        )
+    };
+    assert_eq!(decided_on("templates", "rendered", "PUSH"), 1.0, "{chain}");
+    assert_eq!(decided_on("templates", "failed", "PUSH"), 0.0);
+    assert_eq!(decided_on("ratelimit", "passed", "PUSH"), 1.0, "{chain}");
+    assert_eq!(decided_on("fanout", "fanned_out", "APNS"), 1.0, "{chain}");
+    assert_eq!(decided_on("fanout", "fanned_out", "FCM"), 0.0);
     assert!(count(chain, "notify_dedup_lookups_total", &[]) >= 2.0);
     assert!(count(chain, "notify_dedup_ledger_seconds_count", &[]) > 0.0);
     assert!(metric(chain, "notify_consumer_lag_records", &consumed[..1]).is_some());
