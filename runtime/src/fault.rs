@@ -6,6 +6,10 @@
 //! `NOTIFY_FAULT=delivery.after_call:0.05,txn.before_commit:0.1` aborts the process (SIGABRT:
 //! no destructor, no flush, no clean leave of the group, as SIGKILL) at each named point with
 //! that probability. Unset (every deployment), a point costs one load of a static.
+//!
+//! A few points stand for a fault other than a crash; their caller asks [`hit`] and acts it out
+//! (`rebalance.lose_assignment`: the consumer drops an assignment it was just given, as a
+//! broker outage can leave one, with nothing consumed and the group none the wiser).
 
 use std::sync::OnceLock;
 
@@ -14,6 +18,7 @@ pub const POINTS: &[&str] = &[
     "delivery.after_call",
     "delivery.after_ledger",
     "txn.before_commit",
+    "rebalance.lose_assignment",
 ];
 
 fn armed() -> &'static [(String, f64)] {
@@ -37,16 +42,25 @@ fn parse(spec: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// Aborts the process here when `NOTIFY_FAULT` names `name` and the dice say so.
-pub fn point(name: &str) {
+/// Whether `NOTIFY_FAULT` names `name` and the dice say so.
+pub fn hit(name: &str) -> bool {
     let armed = armed();
     if armed.is_empty() {
-        return;
+        return false;
     }
-    if let Some((_, p)) = armed.iter().find(|(n, _)| n == name)
-        && rand::random::<f64>() < *p
-    {
-        eprintln!("NOTIFY_FAULT: aborting at {name}");
+    let hit = armed
+        .iter()
+        .find(|(n, _)| n == name)
+        .is_some_and(|(_, p)| rand::random::<f64>() < *p);
+    if hit {
+        eprintln!("NOTIFY_FAULT: {name}");
+    }
+    hit
+}
+
+/// Aborts the process here when `NOTIFY_FAULT` names `name` and the dice say so.
+pub fn point(name: &str) {
+    if hit(name) {
         std::process::abort();
     }
 }

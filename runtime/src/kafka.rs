@@ -191,6 +191,8 @@ pub struct RunnerContext {
     /// Once shutting down, the run loop has drained already: revoke without waiting.
     pub shutdown: tokio_util::sync::CancellationToken,
     pub(crate) hooks: std::sync::Arc<dyn crate::processor::RebalanceHooks>,
+    /// The processor's failure, as `Shared::fail` sets it.
+    pub(crate) fatal: Arc<Mutex<Option<String>>>,
     /// Exactly-once mode: revoked partitions' offsets are committed in a transaction.
     pub(crate) transactions: Option<(std::sync::Arc<crate::txn::Transactions>, RuntimeProducer)>,
 }
@@ -246,7 +248,16 @@ impl ConsumerContext for RunnerContext {
                         Duration::from_secs(30),
                         forget,
                     ) {
-                        tracing::error!(error = %e, "commit on revoke failed; the new owner redoes the records");
+                        // The producer's transaction is now abortable at best: carrying on
+                        // with it leaves a processor that commits nothing (and, after a session
+                        // lost to a broker outage, one that may never consume again). A
+                        // restart fences it, aborts the transaction, and the new owner redoes
+                        // the records.
+                        crate::runner::fail(
+                            &self.fatal,
+                            &self.shutdown,
+                            format!("commit on revoke: {e}"),
+                        );
                     }
                 }
                 None => {
@@ -277,6 +288,9 @@ impl ConsumerContext for RunnerContext {
             // Explicitly, both ways: a stale pause flag from before the revoke is cleared.
             set(consumer, tpl, self.pause.wanted());
             self.health.set_ready(true);
+            if crate::fault::hit("rebalance.lose_assignment") {
+                let _ = consumer.unassign();
+            }
         }
     }
 }

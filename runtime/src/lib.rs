@@ -22,6 +22,7 @@ pub mod shutdown;
 pub mod stage;
 pub mod table;
 mod txn;
+pub mod watchdog;
 
 pub use config::Config;
 pub use metrics::Metrics;

@@ -6,18 +6,18 @@
 //! prefix. When the in-flight bound is reached the loop stops taking records (librdkafka's
 //! bounded prefetch then stops fetching), so a slow stage slows fetching instead of growing
 //! memory; a stage stuck for seconds pauses its partitions and keeps polling, so it does not
-//! leave the group. A watchdog notices a loop that is assigned, behind and receiving nothing,
-//! resumes its partitions, and fails `/healthz` if that does not help.
+//! leave the group. A [watchdog](crate::watchdog) notices a loop that receives nothing while it
+//! should (behind on its partitions, or left without any by a broker outage) and restarts it.
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::producer::Producer;
-use rdkafka::{Message, Offset};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::offsets::OffsetTracker;
 use crate::processor::{Processor, RecordMeta};
 use crate::txn::Transactions;
+use crate::watchdog::{Verdict, Watchdog};
 
 /// Records held back (in-flight bound reached) before the loop stops taking more.
 const HOLD_AT: usize = 512;
@@ -57,10 +58,10 @@ pub enum RuntimeError {
         listen: String,
         source: std::io::Error,
     },
-    #[error(
-        "a produced record was not acknowledged ({0}); stopping so that it is redone after restart"
-    )]
-    ProduceFailed(String),
+    /// An error that a restart fixes (a produce or transaction that failed, a consumer the
+    /// watchdog found stuck); nothing past it was committed, so its records are redone.
+    #[error("stopped: {0}; nothing past it is committed, so a restart redoes its records")]
+    Stopped(String),
 }
 
 /// What to run: a processor's name (metrics, group id, dead-letter stage) and its inputs.
@@ -72,7 +73,8 @@ pub struct RunSpec {
 
 /// Shared by the loop, the lanes and the acknowledgement tasks.
 pub(crate) struct Shared {
-    pub consumer: StreamConsumer<RunnerContext>,
+    /// Shared with the watchdog's blocking probes.
+    pub consumer: Arc<StreamConsumer<RunnerContext>>,
     pub producer: crate::kafka::RuntimeProducer,
     pub codec: AvroCodec,
     pub tracker: Arc<Mutex<OffsetTracker<Release>>>,
@@ -84,7 +86,8 @@ pub(crate) struct Shared {
     pub in_flight: Arc<Semaphore>,
     pub capacity: Arc<Notify>,
     pub shutdown: CancellationToken,
-    pub fatal: Mutex<Option<String>>,
+    /// Shared with the consumer context, whose rebalance callbacks can fail too.
+    pub fatal: Arc<Mutex<Option<String>>>,
     /// Set in exactly-once mode.
     pub txn: Option<Arc<Transactions>>,
     /// The producer's `message.max.bytes`: a larger output dead-letters its input.
@@ -95,16 +98,21 @@ impl Shared {
     /// Stops the processor because of an error that restarting fixes (nothing is committed
     /// past the failed record, so it is redone).
     pub fn fail(&self, reason: String) {
-        tracing::error!(%reason, "stopping");
-        if let Ok(mut f) = self.fatal.lock() {
-            f.get_or_insert(reason);
-        }
-        self.shutdown.cancel();
+        fail(&self.fatal, &self.shutdown, reason);
     }
 
     pub fn has_failed(&self) -> bool {
         self.fatal.lock().map(|f| f.is_some()).unwrap_or(true)
     }
+}
+
+/// Keeps the first reason and stops the loop (which then exits with it).
+pub(crate) fn fail(fatal: &Mutex<Option<String>>, shutdown: &CancellationToken, reason: String) {
+    tracing::error!(%reason, "stopping");
+    if let Ok(mut f) = fatal.lock() {
+        f.get_or_insert(reason);
+    }
+    shutdown.cancel();
 }
 
 /// Handles to a running processor (tests and the CLI).
@@ -181,7 +189,9 @@ pub async fn start<P: Processor>(
         .await
         .map_err(|e| RuntimeError::Setup(e.to_string()))??;
     }
+    let fatal = Arc::new(Mutex::new(None));
     let context = RunnerContext {
+        fatal: fatal.clone(),
         tracker: tracker.clone(),
         metrics: metrics.clone(),
         health: health.clone(),
@@ -199,7 +209,7 @@ pub async fn start<P: Processor>(
     let http_addr =
         http::serve_configured(&config, metrics.clone(), health.clone(), shutdown.clone()).await?;
     let shared = Arc::new(Shared {
-        consumer,
+        consumer: Arc::new(consumer),
         producer,
         codec,
         tracker,
@@ -209,7 +219,7 @@ pub async fn start<P: Processor>(
         in_flight: Arc::new(Semaphore::new(config.runtime.max_in_flight)),
         capacity: Arc::new(Notify::new()),
         shutdown,
-        fatal: Mutex::new(None),
+        fatal,
         txn,
         max_record_bytes: crate::kafka::max_record_bytes(&config),
         config,
@@ -240,7 +250,7 @@ pub async fn run<P: Processor>(
 pub async fn wait(running: Running) -> Result<(), RuntimeError> {
     match running.done.await {
         Ok(result) => result,
-        Err(join) => Err(RuntimeError::ProduceFailed(format!(
+        Err(join) => Err(RuntimeError::Stopped(format!(
             "consume loop panicked: {join}"
         ))),
     }
@@ -282,6 +292,7 @@ async fn run_loop<P: Processor>(
     let mut full_since: Option<tokio::time::Instant> = None;
     let mut watch = tokio::time::interval(WATCH_EVERY);
     let mut last_received = tokio::time::Instant::now();
+    let mut watchdog = Watchdog::new(Duration::from_millis(shared.config.runtime.stall_after_ms));
     loop {
         // Hand out what we hold, as far as lanes and the in-flight bound allow.
         while dispatch_front(&shared, &senders, &mut backlog) {}
@@ -295,10 +306,10 @@ async fn run_loop<P: Processor>(
             }
         };
         if full && !paused && tokio::time::Instant::now() >= pause_at {
-            shared.pause.apply(&shared.consumer, true);
+            shared.pause.apply(&*shared.consumer, true);
             paused = true;
         } else if backlog.is_empty() && paused {
-            shared.pause.apply(&shared.consumer, false);
+            shared.pause.apply(&*shared.consumer, false);
             paused = false;
         }
         tokio::select! {
@@ -308,6 +319,7 @@ async fn run_loop<P: Processor>(
             received = shared.consumer.recv(), if !full || paused => match received {
                 Ok(msg) => {
                     last_received = tokio::time::Instant::now();
+                    watchdog.received();
                     shared.health.set_stalled(false);
                     if let Some(held) = hold(&shared, &msg) {
                         backlog.push_back(held);
@@ -323,7 +335,7 @@ async fn run_loop<P: Processor>(
                     && !paused
                     && last_received.elapsed() >= Duration::from_millis(shared.config.runtime.stall_after_ms);
                 if idle {
-                    watch_for_stall(&shared).await;
+                    look_when_idle(&shared, &mut watchdog).await;
                 }
             }
         }
@@ -379,7 +391,7 @@ async fn run_loop<P: Processor>(
     shared.consumer.unsubscribe();
     let fatal = shared.fatal.lock().ok().and_then(|f| f.clone());
     match fatal {
-        Some(reason) => Err(RuntimeError::ProduceFailed(reason)),
+        Some(reason) => Err(RuntimeError::Stopped(reason)),
         None => {
             tracing::info!("stopped");
             Ok(())
@@ -486,59 +498,16 @@ fn lane_of(record: &RecordMeta, lanes: usize) -> usize {
     (h.finish() % lanes as u64) as usize
 }
 
-/// Nothing received for a while with nothing held: fine when caught up, a stall when an
-/// assigned partition has records past our position (e.g. left paused by a rebalance during
-/// a broker restart). A stall resumes every assigned partition; `/healthz` fails when that
-/// did not help within another `stall_after_ms`.
-async fn watch_for_stall(shared: &Arc<Shared>) {
-    let probe = shared.clone();
-    let behind = tokio::task::spawn_blocking(move || records_behind(&probe))
-        .await
-        .unwrap_or(None);
-    match behind {
-        Some(n) if n > 0 => {
-            shared.metrics.stalls.inc();
-            shared.health.set_stalled(true);
-            tracing::warn!(
-                records_behind = n,
-                "consume loop stalled: assigned and behind but nothing arrives; resuming partitions"
-            );
-            shared.pause.apply(&shared.consumer, false);
-        }
-        Some(_) => shared.health.set_stalled(false),
-        None => {}
+/// Nothing received for a while with nothing held: asks the watchdog, and resumes the
+/// partitions or stops the processor as it says.
+async fn look_when_idle(shared: &Arc<Shared>, watchdog: &mut Watchdog) {
+    let group_id = shared.config.group_id(&shared.spec.name);
+    let verdict = watchdog
+        .look(&shared.consumer, &group_id, &shared.metrics, &shared.health)
+        .await;
+    match verdict {
+        Verdict::Resume { .. } => shared.pause.apply(&*shared.consumer, false),
+        Verdict::Fail { reason } => shared.fail(reason),
+        Verdict::Fine | Verdict::NoEvidence | Verdict::Wait { .. } => {}
     }
-}
-
-/// Records between the position of each assigned partition and its log end; None when the
-/// broker could not be asked. librdkafka moves the position past transaction markers too, so
-/// an idle partition of a transactional input is not mistaken for one behind.
-fn records_behind(shared: &Shared) -> Option<i64> {
-    let timeout = Duration::from_secs(5);
-    let assignment = shared.consumer.assignment().ok()?;
-    if assignment.count() == 0 {
-        return Some(0);
-    }
-    let position = shared.consumer.position().ok()?;
-    let committed = shared.consumer.committed(timeout).ok()?;
-    let mut behind = 0;
-    for element in assignment.elements() {
-        let (topic, partition) = (element.topic(), element.partition());
-        let (low, high) = shared
-            .consumer
-            .fetch_watermarks(topic, partition, timeout)
-            .ok()?;
-        let offset_in = |tpl: &rdkafka::TopicPartitionList| match tpl
-            .find_partition(topic, partition)
-            .map(|e| e.offset())
-        {
-            Some(Offset::Offset(o)) => Some(o),
-            _ => None,
-        };
-        let at = offset_in(&position)
-            .or_else(|| offset_in(&committed))
-            .unwrap_or(low);
-        behind += (high - at).max(0);
-    }
-    Some(behind)
 }

@@ -8,6 +8,7 @@ mod chaos;
 mod churn;
 mod copies;
 mod kill;
+mod orphan;
 mod outage;
 mod pause;
 mod poison;

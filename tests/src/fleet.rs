@@ -64,7 +64,7 @@ impl Fleet {
         std::fs::create_dir_all(log_dir).expect("log dir");
         Fleet {
             config_file: config_file.to_path_buf(),
-            env: vec![("NOTIFY_LOG".into(), "warn".into())],
+            env: vec![("NOTIFY_LOG".into(), "info".into())],
             instances: Vec::new(),
             peaks: BTreeMap::new(),
             exits: BTreeMap::new(),

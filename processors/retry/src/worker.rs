@@ -14,6 +14,7 @@ use notify_runtime::kafka::{consumer_config, producer_config};
 use notify_runtime::offsets::{OffsetTracker, PartitionKey};
 use notify_runtime::records::{ChannelMessage, NotificationRequest};
 use notify_runtime::runner::{Running, RuntimeError};
+use notify_runtime::watchdog::{Verdict, Watchdog};
 use notify_runtime::{CancellationToken, Config, now_ms};
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -45,7 +46,8 @@ pub(crate) struct Worker {
     settings: RetrySettings,
     sources: HashMap<String, Source>,
     config: Config,
-    consumer: StreamConsumer<RetryContext>,
+    /// Shared with the watchdog's blocking probes.
+    consumer: Arc<StreamConsumer<RetryContext>>,
     producer: FutureProducer,
     codec: AvroCodec,
     tracker: Arc<Mutex<OffsetTracker>>,
@@ -106,7 +108,7 @@ pub(crate) async fn start(
         settings,
         sources,
         config,
-        consumer,
+        consumer: Arc::new(consumer),
         producer,
         codec,
         tracker,
@@ -128,6 +130,9 @@ impl Worker {
     async fn run(mut self) -> Result<(), RuntimeError> {
         let mut sweep = tokio::time::interval(Duration::from_secs(5));
         let mut fatal: Option<String> = None;
+        let patience = Duration::from_millis(self.config.runtime.stall_after_ms);
+        let mut watchdog = Watchdog::new(patience);
+        let mut last_received = tokio::time::Instant::now();
         loop {
             let wake = self.held.next_due().map(|due| {
                 let wait = (due - now_ms()).max(0) as u64;
@@ -141,7 +146,12 @@ impl Worker {
                     self.release_due().await
                 }
                 received = self.consumer.recv() => match received {
-                    Ok(msg) => self.received(msg.detach()).await,
+                    Ok(msg) => {
+                        last_received = tokio::time::Instant::now();
+                        watchdog.received();
+                        self.health.set_stalled(false);
+                        self.received(msg.detach()).await
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "consumer error");
                         Ok(())
@@ -149,7 +159,12 @@ impl Worker {
                 },
                 _ = sweep.tick() => {
                     self.forget_revoked();
-                    Ok(())
+                    // Paused partitions are behind on purpose (too many held).
+                    if last_received.elapsed() >= patience && self.paused.is_empty() {
+                        self.watch(&mut watchdog).await
+                    } else {
+                        Ok(())
+                    }
                 }
             };
             if let Err(reason) = step {
@@ -159,6 +174,27 @@ impl Worker {
             }
         }
         self.stop(fatal).await
+    }
+
+    /// Nothing received for a while: asks the watchdog, and resumes the assignment or stops
+    /// (to be restarted) as it says.
+    async fn watch(&mut self, watchdog: &mut Watchdog) -> Result<(), String> {
+        let group_id = self.config.group_id(crate::NAME);
+        let verdict = watchdog
+            .look(&self.consumer, &group_id, &self.metrics.base, &self.health)
+            .await;
+        match verdict {
+            Verdict::Resume { .. } => {
+                if let Ok(assignment) = self.consumer.assignment()
+                    && let Err(e) = self.consumer.resume(&assignment)
+                {
+                    tracing::warn!(error = %e, "resume failed");
+                }
+                Ok(())
+            }
+            Verdict::Fail { reason } => Err(reason),
+            Verdict::Fine | Verdict::NoEvidence | Verdict::Wait { .. } => Ok(()),
+        }
     }
 
     /// Graceful stop: no more fetching; wait (bounded) for acknowledgements; commit. Held
@@ -186,7 +222,7 @@ impl Worker {
         let _ = self.producer.flush(Duration::from_secs(5));
         self.consumer.unsubscribe();
         match fatal {
-            Some(reason) => Err(RuntimeError::ProduceFailed(reason)),
+            Some(reason) => Err(RuntimeError::Stopped(reason)),
             None => Ok(()),
         }
     }

@@ -12,9 +12,17 @@ use rdkafka::Message;
 
 const RECORDS: usize = 6_000;
 
-fn spawn_passthrough(env: &TestEnv, input: &str, output: &str, dlq: &str, port: u16) -> Child {
-    Command::new(notify_bin())
-        .args(["run", "passthrough"])
+/// `notify run passthrough` from `input` to `output`, raw, on `env`'s broker and registry,
+/// with its HTTP endpoints on `port`; output and log discarded.
+pub(super) fn passthrough(
+    env: &TestEnv,
+    input: &str,
+    output: &str,
+    dlq: &str,
+    port: u16,
+) -> Command {
+    let mut cmd = Command::new(notify_bin());
+    cmd.args(["run", "passthrough"])
         .env(
             "NOTIFY_KAFKA__BOOTSTRAP_SERVERS",
             &env.config.kafka.bootstrap_servers,
@@ -28,7 +36,12 @@ fn spawn_passthrough(env: &TestEnv, input: &str, output: &str, dlq: &str, port: 
         .env("NOTIFY_PROCESSORS__PASSTHROUGH__MODE", "raw")
         .env("NOTIFY_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+fn spawn_passthrough(env: &TestEnv, input: &str, output: &str, dlq: &str, port: u16) -> Child {
+    passthrough(env, input, output, dlq, port)
         .spawn()
         .expect("notify starts")
 }

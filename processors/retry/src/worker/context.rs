@@ -51,12 +51,21 @@ impl ConsumerContext for RetryContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let keys = keys(tpl);
             tracing::info!(partitions = keys.len(), "partitions assigned");
             if let Ok(mut t) = self.tracker.lock() {
                 t.assign(keys);
+            }
+            // librdkafka keeps a partition's pause flag across a revoke and a re-assignment,
+            // while the worker forgets the partitions it paused once they are revoked: without
+            // this, a partition paused (too many held) when a broker outage cost the session
+            // would come back paused for good. The worker pauses it again if it fills up.
+            if tpl.count() > 0
+                && let Err(e) = consumer.resume(tpl)
+            {
+                tracing::warn!(error = %e, "resuming assigned partitions failed");
             }
             self.health.set_ready(true);
         }
