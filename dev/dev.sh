@@ -70,7 +70,7 @@ if [ "$SECURE" = 1 ]; then
   sed -e 's/127.0.0.1:19092/127.0.0.1:29092/; s/127.0.0.1:18081/127.0.0.1:28081/' \
     -e 's/127.0.0.1:19042/127.0.0.1:29042/; s/127.0.0.1:18443/127.0.0.1:28443/' \
     -e 's/smtp_port = 12525/smtp_port = 22525/' -e "s#\\.run/creds#$STACK_RUN/creds#" \
-    -e "s#^keyspace = \"notify\"#keyspace = \"notify\"\nusername = \"cassandra\"\npassword_file = \"$STACK_RUN/cassandra/password\"#" \
+    -e "s#^keyspace = \"notify\"#keyspace = \"notify\"\nusername = \"cassandra\"\npassword_file = \"$STACK_RUN/cassandra/password\"\ntls = true\nca_file = \"$STACK_RUN/kafka/tls/ca.crt\"#" \
     dev/notify.toml >"$NOTIFY_CONFIG"
   cat >>"$NOTIFY_CONFIG" <<EOF
 

@@ -127,6 +127,8 @@ grep -q 'value: "$(POD_IP):' "$out/production.yaml" || fail "production: /metric
 grep -qF 'args: ["acls","apply","--file","/etc/notify/setup/acls.toml"]' "$out/production.yaml" || fail "production: the setup job applies the ACLs"
 grep -q '^listen = "127.0.0.1:' "$out"/x/production/configmap-*-config/notify.toml || fail "notify.toml: loopback unless the pod says otherwise"
 grep -q 'image: "registry.example.com/platform/notify@sha256:' "$out/production.yaml" || fail "production: image by digest"
+grep -q '^ca_file = "/etc/notify/secrets/registry-ca/ca.crt"' "$out"/x/production/configmap-*-config/notify.toml \
+  && grep -q 'secretName: "schema-registry-ca"' "$out/production.yaml" || fail "production: the registry's CA from its Secret"
 # Logs are JSON by default; the dashboard ConfigMap is off by default and, when on, carries
 # the sidecar's label and the repository's dashboard JSON unchanged.
 grep -A1 'name: NOTIFY_LOG_FORMAT' "$out/default.yaml" | grep -q 'value: "json"' || fail "logs must default to JSON"

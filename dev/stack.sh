@@ -124,10 +124,10 @@ kafka_users() {
   sed -n 's/^name = "\(.*\)"$/\1/p' "$ROOT/topics/acls.toml"
 }
 
-make_secrets() { # the CA, the broker's key store, and a password per user (made once)
-  local dir=$1 tls=$1/tls
-  mkdir -p "$tls" "$dir/users"
-  chmod 700 "$dir/users" "$tls"
+make_tls() { # the secured platform's CA and the servers' key store (made once, in $RUN/kafka/tls)
+  local tls=$RUN/kafka/tls
+  mkdir -p "$tls"
+  chmod 700 "$tls"
   if [ ! -f "$tls/broker.p12" ]; then
     openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=notify dev CA" \
       -keyout "$tls/ca.key" -out "$tls/ca.crt" 2>/dev/null
@@ -140,6 +140,13 @@ make_secrets() { # the CA, the broker's key store, and a password per user (made
     openssl pkcs12 -export -in "$tls/broker.crt" -inkey "$tls/broker.key" -certfile "$tls/ca.crt" \
       -name broker -out "$tls/broker.p12" -passout "file:$tls/keystore.password"
   fi
+}
+
+make_secrets() { # the CA, the broker's key store, and a password per user (made once)
+  local dir=$1
+  make_tls
+  mkdir -p "$dir/users"
+  chmod 700 "$dir/users"
   local u
   for u in $(kafka_users); do
     [ -f "$dir/users/$u" ] || (umask 077; openssl rand -hex 16 >"$dir/users/$u")
@@ -267,6 +274,17 @@ EOF
     # in as (its password in a file, read through cql.password_file like any secret).
     printf 'authenticator: PasswordAuthenticator\nauthorizer: CassandraAuthorizer\n' >>"$dir/cassandra.yaml"
     (umask 077; echo cassandra >"$dir/password")
+    # TLS only (no plaintext session), with the platform's certificate (CA in kafka/tls).
+    make_tls
+    cat >>"$dir/cassandra.yaml" <<EOF
+client_encryption_options:
+  enabled: true
+  optional: false
+  keystore: $RUN/kafka/tls/broker.p12
+  keystore_password: $(cat "$RUN/kafka/tls/keystore.password")
+  store_type: PKCS12
+  require_client_auth: false
+EOF
   fi
   cat >"$dir/logback.xml" <<'EOF'
 <configuration>
@@ -297,6 +315,7 @@ EOF
     -Dcassandra.config="file://$dir/cassandra.yaml" -Dcassandra.storagedir="$dir" \
     -Dcassandra-foreground=yes -Dcassandra.skip_wait_for_gossip_to_settle=0 \
     -Dcassandra.ring_delay_ms=0 -Dlogback.configurationFile="$dir/logback.xml" \
+    -Dcassandra.superuser_setup_delay_ms=0 \
     -cp "$CACHE/cassandra/lib/*" org.apache.cassandra.service.CassandraDaemon
   log "starting cassandra (usually 30-90 s; the slowest part of a start)"
   wait_ready cassandra 180 port_open "$CQL_PORT"

@@ -47,6 +47,10 @@ pub fn shared(config: &Config) -> Vec<String> {
         .get("sasl.mechanism")
         .map(String::as_str)
         .unwrap_or("GSSAPI");
+    // The registry's CA file is read (and parsed) as the clients read it at start-up.
+    if let Err(e) = notify_runtime::codec::http_client(&config.registry) {
+        errors.push(e.to_string());
+    }
     if protocol.starts_with("SASL_") && mechanism != "GSSAPI" && mechanism != "OAUTHBEARER" {
         for key in ["sasl.username", "sasl.password"] {
             if kafka.properties.get(key).is_none_or(|v| v.is_empty()) {

@@ -1,8 +1,6 @@
 //! `notify schemas register`: puts each topic's value schema under `<topic>-value`
 //! (topic-name strategy) with a compatibility rule, so an incompatible change fails clearly.
 
-use std::time::Duration;
-
 use notify_runtime::Config;
 use notify_runtime::records::ALL_SCHEMAS;
 use serde_json::json;
@@ -46,8 +44,11 @@ pub async fn register(
     file: &TopicsFile,
     compatibility: &str,
 ) -> Result<Vec<Registered>, RegisterError> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(config.registry.timeout_ms))
+    let client = notify_runtime::codec::http_client(&config.registry)
+        .map_err(|e| RegisterError::Unreachable {
+            url: config.registry.url.clone(),
+            reason: e.to_string(),
+        })?
         .build()
         .map_err(|e| RegisterError::Unreachable {
             url: config.registry.url.clone(),

@@ -144,6 +144,30 @@ fn insert<K: std::hash::Hash + Eq, V: Clone>(map: &RwLock<HashMap<K, V>>, key: K
         .clone()
 }
 
+/// An HTTP client for the registry (the codec's and `notify schemas register`'s): its timeout,
+/// and the private CA of an `https://` registry when `registry.ca_file` names one.
+pub fn http_client(config: &RegistryConfig) -> Result<reqwest::ClientBuilder, RegistryClientError> {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_millis(config.timeout_ms));
+    if let Some(path) = &config.ca_file {
+        let pem = std::fs::read(path).map_err(|e| RegistryClientError::CaFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let ca = reqwest::Certificate::from_pem(&pem).map_err(|e| RegistryClientError::CaFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        builder = builder.add_root_certificate(ca);
+    }
+    Ok(builder)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryClientError {
+    #[error("registry.ca_file {path}: {reason}")]
+    CaFile { path: String, reason: String },
+}
+
 impl AvroCodec {
     pub fn new(config: &RegistryConfig) -> Result<Self, SRCError> {
         let timeout = Duration::from_millis(config.timeout_ms);
@@ -152,8 +176,11 @@ impl AvroCodec {
         if let Some(user) = &config.username {
             builder.set_basic_authorization(user, config.password.as_deref());
         }
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
+        let client = || {
+            http_client(config)
+                .map_err(|e| SRCError::non_retryable_with_cause(e, "building the registry client"))
+        };
+        let http = client()?
             .build()
             .map_err(|e| SRCError::non_retryable_with_cause(e, "building the registry client"))?;
         Ok(AvroCodec {
@@ -161,7 +188,7 @@ impl AvroCodec {
             base_url: config.url.trim_end_matches('/').to_string(),
             username: config.username.clone(),
             password: config.password.clone(),
-            sr_settings: builder.build()?,
+            sr_settings: builder.build_with(client()?)?,
             auto_register: config.auto_register,
             writers: RwLock::default(),
             own_schemas: RwLock::default(),

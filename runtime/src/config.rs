@@ -94,6 +94,9 @@ pub struct RegistryConfig {
     pub password: Option<String>,
     /// Read the password from this file (mounted secret) when set.
     pub password_file: Option<String>,
+    /// An `https://` registry's certificate is checked against this CA (PEM) as well as the
+    /// system's roots (a private CA, as a cluster's own registry often has).
+    pub ca_file: Option<String>,
     pub timeout_ms: u64,
     /// Register the built-in schema for a subject that lacks it when producing.
     pub auto_register: bool,
@@ -175,6 +178,7 @@ impl Default for RegistryConfig {
             username: None,
             password: None,
             password_file: None,
+            ca_file: None,
             timeout_ms: 5_000,
             auto_register: true,
         }
@@ -341,6 +345,19 @@ impl Config {
             (None, Some(_)) => errors.push("cql.password is set but no cql.username".to_string()),
             _ => {}
         }
+        match (&self.registry.username, &self.registry.password) {
+            (Some(_), None) => errors.push(
+                "registry.username is set but no registry.password (or registry.password_file)"
+                    .to_string(),
+            ),
+            (None, Some(_)) => {
+                errors.push("registry.password is set but no registry.username".to_string())
+            }
+            _ => {}
+        }
+        if self.registry.ca_file.is_some() && !self.registry.url.starts_with("https://") {
+            errors.push("registry.ca_file is set but registry.url is not https://".to_string());
+        }
         if self.cql.ca_file.is_some() && !self.cql.tls {
             errors.push("cql.ca_file is set but cql.tls is false".to_string());
         }
@@ -488,6 +505,7 @@ mod tests {
             env(&[
                 ("NOTIFY_CQL__USERNAME", "007"),
                 ("NOTIFY_CQL__PASSWORD", "1e5"),
+                ("NOTIFY_REGISTRY__USERNAME", "registry"),
                 ("NOTIFY_REGISTRY__PASSWORD", "0x1F"),
                 ("NOTIFY_KAFKA__PROPERTIES__SASL_PASSWORD", "true"),
                 ("NOTIFY_KAFKA__GROUP_PREFIX", "1_000"),
@@ -536,6 +554,36 @@ mod tests {
             env(&[("NOTIFY_CQL__USERNAME", "u"), ("NOTIFY_CQL__PASSWORD", "p")]),
         )
         .expect("both set is fine");
+    }
+
+    #[test]
+    fn registry_credentials_go_together_and_a_ca_needs_https() {
+        let err = Config::load_with_env(None, env(&[("NOTIFY_REGISTRY__USERNAME", "notify")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("registry.username is set but no registry.password"),
+            "{err}"
+        );
+        let err = Config::load_with_env(None, env(&[("NOTIFY_REGISTRY__CA_FILE", "/ca.crt")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("registry.url is not https://"), "{err}");
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("NOTIFY_REGISTRY__URL", "https://registry:8081"),
+                ("NOTIFY_REGISTRY__CA_FILE", "/ca.crt"),
+                ("NOTIFY_REGISTRY__USERNAME", "u"),
+                ("NOTIFY_REGISTRY__PASSWORD", "p"),
+            ]),
+        )
+        .expect("a secured registry's settings");
+        // A CA file that is not there is reported by name when a client is built.
+        let err = crate::codec::http_client(&c.registry)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("registry.ca_file /ca.crt"), "{err}");
     }
 
     #[test]

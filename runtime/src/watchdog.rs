@@ -12,8 +12,9 @@
 //! A stall or an orphan that lasts another `stall_after_ms` stops the processor with an error,
 //! so that its supervisor (Kubernetes, the test fleet) restarts it with a fresh consumer and
 //! producer: a rolling upgrade of the brokers must never leave a pipeline stage idle for good.
-//! Questions the broker cannot answer (it is down) are no evidence either way: the watchdog
-//! waits, as the processor does.
+//! Questions the broker cannot answer (it is down) are no evidence either way, and trouble only
+//! counts while it answers: a consumer orphaned across a broker restart is normal until the
+//! restarted broker expires its old session, so the watchdog waits, as the processor does.
 
 use std::ffi::CStr;
 use std::sync::Arc;
@@ -111,7 +112,13 @@ impl Watchdog {
                 self.received();
                 Verdict::Fine
             }
-            Finding::Unknown => Verdict::NoEvidence,
+            // Trouble counts while the broker answers: a look it cannot answer (it is down, or
+            // the group is rebalancing) starts the clock again. A consumer orphaned across a
+            // broker restart is normal until the restarted broker expires its old session.
+            Finding::Unknown => {
+                self.received();
+                Verdict::NoEvidence
+            }
         }
     }
 
@@ -289,8 +296,6 @@ mod tests {
             dog.judge(Finding::Behind(7), later),
             Verdict::Resume { behind: 7 }
         );
-        // No answer from the broker is no evidence: the clock keeps running from t0.
-        assert_eq!(dog.judge(Finding::Unknown, later), Verdict::NoEvidence);
         let verdict = dog.judge(Finding::Behind(5), t0 + PATIENCE);
         assert!(matches!(verdict, Verdict::Fail { .. }), "{verdict:?}");
     }
@@ -312,6 +317,28 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn trouble_counts_only_while_the_broker_answers() {
+        let mut dog = Watchdog::new(PATIENCE);
+        let t0 = Instant::now();
+        let orphan = || Finding::Orphaned("its group g does not list it".into());
+        dog.judge(orphan(), t0);
+        // The broker restarts: no evidence, and the orphan seen after it starts a new wait.
+        assert_eq!(
+            dog.judge(Finding::Unknown, t0 + Duration::from_secs(20)),
+            Verdict::NoEvidence
+        );
+        let verdict = dog.judge(orphan(), t0 + PATIENCE);
+        assert!(matches!(verdict, Verdict::Wait { .. }), "{verdict:?}");
+        dog.judge(Finding::Unknown, t0 + PATIENCE);
+        dog.judge(Finding::Behind(3), t0 + PATIENCE * 2);
+        let verdict = dog.judge(
+            Finding::Behind(3),
+            t0 + PATIENCE * 2 + Duration::from_secs(5),
+        );
+        assert_eq!(verdict, Verdict::Resume { behind: 3 });
     }
 
     #[test]

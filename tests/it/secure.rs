@@ -1,6 +1,7 @@
 //! The secured stack (issue 16), on a broker of the test's own started as `NOTIFY_SECURE=1
 //! dev/stack.sh` starts it: TLS + SASL/SCRAM-SHA-512, the StandardAuthorizer, and the ACLs of
-//! topics/acls.toml written by `notify acls apply`. One run, in order: the demo of `make dev`
+//! topics/acls.toml written by `notify acls apply`; the registry over TLS with credentials and
+//! Cassandra with password authentication over TLS. One run, in order: the demo of `make dev`
 //! delivers with every processor signed in as its own principal; outsiders and a processor
 //! writing where it has no business are refused, and nothing of theirs reaches a topic; then
 //! every log and the status topic are scanned for the run's secrets and the demo's contact
@@ -64,6 +65,42 @@ async fn secured_stack_least_privilege_and_nothing_leaks() {
         "e-mails: {mails:?}"
     );
     assert!(exited.is_empty(), "processors exited: {exited:?}");
+    // The demo's sessions signed in to the database over TLS; one without the password, with a
+    // wrong one, or in plaintext is refused.
+    let mut outsider = demo.config("admin").cql;
+    outsider.username = None;
+    outsider.password = None;
+    let anonymous = notify_runtime::cql::connect(&outsider).await;
+    assert!(anonymous.is_err(), "a CQL session without credentials");
+    outsider.username = Some("cassandra".into());
+    outsider.password = Some("not-the-password".into());
+    let wrong = notify_runtime::cql::connect(&outsider).await;
+    assert!(wrong.is_err(), "a CQL session with a wrong password");
+    outsider.password = demo.config("admin").cql.password;
+    outsider.tls = false;
+    outsider.ca_file = None;
+    let plaintext = notify_runtime::cql::connect(&outsider).await;
+    assert!(
+        plaintext.is_err(),
+        "a plaintext CQL session to the TLS-only node"
+    );
+    // Every registry request came over TLS with the credentials; a wrong password is refused.
+    let (authorized, unauthorized) = demo.registry.requests_by_authorization();
+    assert!(authorized > 0, "no registry request reached the TLS front");
+    assert_eq!(unauthorized, 0, "registry requests without the credentials");
+    let refused = demo
+        .command("notify-setup", &["schemas", "register"])
+        .env("NOTIFY_REGISTRY__PASSWORD", "not-the-password")
+        .output()
+        .expect("notify runs");
+    assert!(
+        !refused.status.success(),
+        "schemas register with a wrong registry password succeeded"
+    );
+    assert!(
+        demo.registry.requests_by_authorization().1 >= 1,
+        "the refused request was not counted"
+    );
 
     eprintln!("[secure] delivered; refusals");
     refusals(&demo).await;

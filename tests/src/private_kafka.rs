@@ -92,6 +92,19 @@ impl PrivateKafka {
         out
     }
 
+    /// The secured broker's certificate and key (names `localhost` and 127.0.0.1), for another
+    /// TLS server of the same secured platform.
+    pub fn tls_identity(&self) -> crate::registry_proxy::TlsIdentity {
+        let tls = self.dir.join("kafka/tls");
+        crate::registry_proxy::TlsIdentity {
+            pkcs12: tls.join("broker.p12"),
+            password: std::fs::read_to_string(tls.join("keystore.password"))
+                .expect("key store password")
+                .trim()
+                .to_string(),
+        }
+    }
+
     /// The CA that signed the secured broker's certificate.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.join("kafka/tls/ca.crt")

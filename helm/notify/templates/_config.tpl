@@ -94,6 +94,9 @@ username = {{ . | quote }}
 {{- if $v.registry.passwordSecret.name }}
 password_file = "/etc/notify/secrets/registry/{{ $v.registry.passwordSecret.key }}"
 {{- end }}
+{{- if $v.registry.caSecret.name }}
+ca_file = "/etc/notify/secrets/registry-ca/{{ $v.registry.caSecret.key }}"
+{{- end }}
 
 [cql]
 nodes = {{ include "notify.tomlScalar" $v.cql.nodes }}

@@ -43,6 +43,10 @@
 - name: registry-secret
   secret: {secretName: {{ $v.registry.passwordSecret.name | quote }}}
 {{- end }}
+{{- if $v.registry.caSecret.name }}
+- name: registry-ca
+  secret: {secretName: {{ $v.registry.caSecret.name | quote }}}
+{{- end }}
 {{- if $v.cql.passwordSecret.name }}
 - name: cql-secret
   secret: {secretName: {{ $v.cql.passwordSecret.name | quote }}}
@@ -70,6 +74,11 @@
 {{- if $v.registry.passwordSecret.name }}
 - name: registry-secret
   mountPath: /etc/notify/secrets/registry
+  readOnly: true
+{{- end }}
+{{- if $v.registry.caSecret.name }}
+- name: registry-ca
+  mountPath: /etc/notify/secrets/registry-ca
   readOnly: true
 {{- end }}
 {{- if $v.cql.passwordSecret.name }}

@@ -15,7 +15,7 @@ trap 'rm -rf "$work"' EXIT
 
 fake_etc() { # $1 = directory standing for /etc/notify
   local etc=$1
-  mkdir -p "$etc"/secrets/{apns,fcm,sms,email,registry,cql} "$etc"/kafka-tls "$etc"/kafka-user
+  mkdir -p "$etc"/secrets/{apns,fcm,sms,email,registry,registry-ca,cql} "$etc"/kafka-tls "$etc"/kafka-user
   openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$etc/secrets/apns/key.p8" 2>/dev/null
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/fcm.pem" 2>/dev/null
   python3 - "$work/fcm.pem" "$etc/secrets/fcm/service-account.json" <<'EOF'
@@ -31,6 +31,7 @@ EOF
   openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=check-config -days 1 \
     -keyout "$etc/kafka-tls/tls.key" -out "$etc/kafka-tls/ca.crt" 2>/dev/null
   cp "$etc/kafka-tls/ca.crt" "$etc/kafka-user/user.crt"
+  cp "$etc/kafka-tls/ca.crt" "$etc/secrets/registry-ca/ca.crt"
   cp "$etc/kafka-tls/tls.key" "$etc/kafka-user/user.key"
 }
 

@@ -11,6 +11,8 @@ pub struct PrivateCassandra {
     pub port: u16,
     storage_port: u16,
     pid: String,
+    /// Started as `NOTIFY_SECURE=1 dev/stack.sh` starts it: `PasswordAuthenticator`.
+    secure: bool,
 }
 
 /// Not a port from binding port 0: Cassandra binds it 20-40 s later, and in between any
@@ -22,6 +24,27 @@ fn free_port() -> u16 {
 impl PrivateCassandra {
     /// Starts it and waits until CQL answers on its port (blocking: 20–40 s).
     pub fn start(name: &str) -> PrivateCassandra {
+        Self::start_as(name, false)
+    }
+
+    /// As [`start`](Self::start), as the secured stack runs it: password authentication (the
+    /// superuser `cassandra`, its password in [`password_file`](Self::password_file)) and TLS
+    /// only (its CA in [`ca_file`](Self::ca_file)).
+    pub fn start_secure(name: &str) -> PrivateCassandra {
+        Self::start_as(name, true)
+    }
+
+    /// The CA of its certificate (secured: TLS only).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("kafka/tls/ca.crt")
+    }
+
+    /// The superuser's password (secured).
+    pub fn password_file(&self) -> PathBuf {
+        self.dir.join("cassandra/password")
+    }
+
+    fn start_as(name: &str, secure: bool) -> PrivateCassandra {
         let dir = std::env::temp_dir().join(format!(
             "notify-cql-{name}-{}",
             rand::random::<u32>() % 1_000_000
@@ -32,6 +55,7 @@ impl PrivateCassandra {
             port: free_port(),
             storage_port: free_port(),
             pid: String::new(),
+            secure,
         };
         let status = cql.stack("up").expect("dev/stack.sh runs");
         assert!(
@@ -51,6 +75,9 @@ impl PrivateCassandra {
         c.arg(verb);
         if verb == "up" {
             c.arg("cassandra");
+        }
+        if self.secure {
+            c.env("NOTIFY_SECURE", "1");
         }
         c.env("NOTIFY_RUN_DIR", &self.dir)
             .env("NOTIFY_CQL_PORT", self.port.to_string())

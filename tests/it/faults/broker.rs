@@ -3,7 +3,7 @@
 //! every restart and loses nothing (a rolling upgrade of Kafka must not stall the pipeline).
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use notify_tests::private_kafka::PrivateKafka;
@@ -40,12 +40,6 @@ pub(super) fn passthrough(
     cmd
 }
 
-fn spawn_passthrough(env: &TestEnv, input: &str, output: &str, dlq: &str, port: u16) -> Child {
-    passthrough(env, input, output, dlq, port)
-        .spawn()
-        .expect("notify starts")
-}
-
 async fn healthz(port: u16) -> Option<u16> {
     reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
         .await
@@ -63,7 +57,12 @@ async fn a_processor_resumes_after_the_broker_is_killed_three_times() {
         .try_into()
         .expect("three topics");
     let port = notify_runtime::http::unused_loopback_port().expect("port");
-    let mut processor = spawn_passthrough(&env, &input, &output, &dlq, port);
+    let log_path = std::env::temp_dir().join(format!("notify-{}-passthrough.log", env.id));
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut processor = passthrough(&env, &input, &output, &dlq, port)
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("notify starts");
 
     // A steady stream throughout; the producer waits out the outages (idempotent, retried).
     let producing = {
@@ -114,9 +113,12 @@ async fn a_processor_resumes_after_the_broker_is_killed_three_times() {
     let exited = processor.try_wait().expect("wait");
     let health = healthz(port).await;
     let _ = processor.kill();
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+    let tail = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
     assert_eq!(
         exited, None,
-        "the processor exited during the broker restarts"
+        "the processor exited during the broker restarts; the end of its log:\n{tail}"
     );
     assert_eq!(
         seen.len(),

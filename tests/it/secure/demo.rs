@@ -1,6 +1,9 @@
 //! `make dev`'s demo on a secured broker of the test's own: the `notify` binary for every step
 //! and processor, each signing in as its own principal of topics/acls.toml, the password
-//! from the environment. Processor logs are kept for the scan.
+//! from the environment. The schema registry is reached over TLS (the platform's private CA)
+//! with basic credentials, through a front that refuses requests without them; the database is
+//! a Cassandra of the test's own with `PasswordAuthenticator` and TLS only, signed in to with
+//! the password from a file, its certificate checked against the platform's CA. Processor logs are kept for the scan.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +12,9 @@ use std::time::Duration;
 
 use notify_runtime::Config;
 use notify_tests::private_kafka::PrivateKafka;
+use notify_tests::registry_proxy::RegistryProxy;
+
+use crate::dedup::private_cql::PrivateCassandra;
 use notify_tests::{notify_bin, repo_root};
 
 /// The processors of the default deployment and the principal each runs as.
@@ -21,8 +27,17 @@ pub const PROCESSORS: [&str; 6] = [
     "retry",
 ];
 
+/// The registry user every process signs in as (its password from the environment).
+const REGISTRY_USER: &str = "notify-registry";
+
 pub struct SecuredDemo {
     pub kafka: PrivateKafka,
+    /// The TLS front of the shared registry, requiring `REGISTRY_USER`.
+    pub registry: RegistryProxy,
+    registry_password: String,
+    /// Cassandra with password authentication (superuser `cassandra`), stopped when the demo
+    /// is dropped.
+    _cassandra: PrivateCassandra,
     pub dir: PathBuf,
     config_file: PathBuf,
     pub sandbox: String,
@@ -34,16 +49,37 @@ impl SecuredDemo {
     /// Broker, ACLs (as admin), topics (as the setup principal), schemas, keyspace, sandbox.
     pub async fn start() -> SecuredDemo {
         let kafka = PrivateKafka::start_secure("secure");
+        let cql = PrivateCassandra::start_secure("secure");
+        wait_for_cql_sign_in(&cql).await;
         let dir = std::env::temp_dir().join(format!(
             "notify-secure-{}",
             rand::random::<u32>() % 1_000_000
         ));
         std::fs::create_dir_all(dir.join("logs")).expect("temp dir");
         let sandbox_port = notify_runtime::http::unused_loopback_port().expect("port");
+        let registry_password = format!("{:032x}", rand::random::<u128>());
+        let upstream = format!(
+            "http://127.0.0.1:{}/apis/ccompat/v7",
+            std::env::var("NOTIFY_REGISTRY_PORT").unwrap_or_else(|_| "18081".into())
+        );
+        let registry = RegistryProxy::start_secured(
+            &upstream,
+            &kafka.tls_identity(),
+            REGISTRY_USER,
+            &registry_password,
+        )
+        .await;
         let config_file = dir.join("notify.toml");
-        std::fs::write(&config_file, config_text(&kafka, &dir, sandbox_port)).expect("config");
+        std::fs::write(
+            &config_file,
+            config_text(&kafka, &registry, &cql, &dir, sandbox_port),
+        )
+        .expect("config");
         let demo = SecuredDemo {
             kafka,
+            registry,
+            registry_password,
+            _cassandra: cql,
             sandbox: format!("http://127.0.0.1:{sandbox_port}"),
             sandbox_child: Command::new(notify_bin())
                 .args(["sandbox", "--listen", &format!("127.0.0.1:{sandbox_port}")])
@@ -93,6 +129,10 @@ impl SecuredDemo {
             (
                 "NOTIFY_KAFKA__PROPERTIES__SASL_PASSWORD".into(),
                 self.kafka.password(user),
+            ),
+            (
+                "NOTIFY_REGISTRY__PASSWORD".into(),
+                self.registry_password.clone(),
             ),
         ]
     }
@@ -200,6 +240,7 @@ impl SecuredDemo {
     /// Every secret this run was made with: Kafka passwords and provider credentials.
     pub fn secrets(&self) -> Vec<String> {
         let mut out = self.kafka.secrets();
+        out.push(self.registry_password.clone());
         let long_runs = regex_lite::Regex::new(r"[A-Za-z0-9+/=_-]{16,}").expect("regex");
         for file in std::fs::read_dir(self.dir.join("creds"))
             .into_iter()
@@ -232,26 +273,64 @@ impl Drop for SecuredDemo {
 /// dev/notify.toml pointed at the secured broker, this run's sandbox and credentials and a
 /// keyspace of its own, with the TLS and SASL properties every client shares. No secret in it:
 /// the user and password come from the environment of each process.
-fn config_text(kafka: &PrivateKafka, dir: &Path, sandbox_port: u16) -> String {
+fn config_text(
+    kafka: &PrivateKafka,
+    registry: &RegistryProxy,
+    cql: &PrivateCassandra,
+    dir: &Path,
+    sandbox_port: u16,
+) -> String {
     let base = std::fs::read_to_string(repo_root().join("dev/notify.toml")).expect("dev config");
     let keyspace = format!("t_secure_{}", rand::random::<u32>() % 1_000_000);
-    let registry = std::env::var("NOTIFY_REGISTRY_PORT").unwrap_or_else(|_| "18081".into());
-    let cql = std::env::var("NOTIFY_CQL_PORT").unwrap_or_else(|_| "19042".into());
     let smtp = std::env::var("NOTIFY_SMTP_PORT").unwrap_or_else(|_| "12525".into());
     let text = base
         .replace("127.0.0.1:19092", &kafka.bootstrap())
         .replace("127.0.0.1:18443", &format!("127.0.0.1:{sandbox_port}"))
-        .replace("127.0.0.1:18081", &format!("127.0.0.1:{registry}"))
-        .replace("127.0.0.1:19042", &format!("127.0.0.1:{cql}"))
+        .replace(
+            "url = \"http://127.0.0.1:18081/apis/ccompat/v7\"",
+            &format!(
+                "url = \"{}\"\nusername = \"{REGISTRY_USER}\"\nca_file = \"{}\"",
+                registry.url,
+                kafka.ca_file().display()
+            ),
+        )
+        .replace("127.0.0.1:19042", &format!("127.0.0.1:{}", cql.port))
         .replace("smtp_port = 12525", &format!("smtp_port = {smtp}"))
         .replace(".run/creds", &dir.join("creds").display().to_string())
         .replace(
             "keyspace = \"notify\"",
-            &format!("keyspace = \"{keyspace}\""),
+            &format!(
+                "keyspace = \"{keyspace}\"\nusername = \"cassandra\"\npassword_file = \"{}\"\n\
+                 tls = true\nca_file = \"{}\"",
+                cql.password_file().display(),
+                cql.ca_file().display()
+            ),
         );
     format!(
         "{text}\n[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\
          \"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\"ssl.ca.location\" = \"{}\"\n",
         kafka.ca_file().display()
     )
+}
+
+/// The superuser of a fresh `PasswordAuthenticator` node exists a moment after CQL answers
+/// (over TLS: the node takes no plaintext session).
+async fn wait_for_cql_sign_in(cql: &PrivateCassandra) {
+    let password = std::fs::read_to_string(cql.password_file()).expect("CQL password file");
+    let config = notify_runtime::config::CqlConfig {
+        nodes: vec![format!("127.0.0.1:{}", cql.port)],
+        username: Some("cassandra".into()),
+        password: Some(password.trim().to_string()),
+        tls: true,
+        ca_file: Some(cql.ca_file().display().to_string()),
+        ..Default::default()
+    };
+    let signed_in = notify_tests::eventually(Duration::from_secs(90), async || {
+        notify_runtime::cql::connect(&config).await.ok().map(|_| ())
+    })
+    .await;
+    assert!(
+        signed_in.is_some(),
+        "could not sign in to the secured Cassandra"
+    );
 }
