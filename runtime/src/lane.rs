@@ -153,6 +153,23 @@ impl<P: Processor> Lane<P> {
         let limit = self.shared.config.runtime.max_record_bytes;
         let size = record.payload.as_ref().map_or(0, |p| p.len());
         loop {
+            // Every attempt, the first too: a record handed out before its partition was
+            // revoked (and maybe assigned here again) is the current assignment's to do. Done
+            // here as well, a delivery would be decided twice under the new owner's epoch, and
+            // its provider called twice.
+            let ours = self
+                .shared
+                .tracker
+                .lock()
+                .map(|t| t.is_current(&record.topic, record.partition, epoch))
+                .unwrap_or(false);
+            if !ours {
+                tracing::info!(topic = %record.topic, partition = record.partition, offset = record.offset, "partition revoked before the record was done; leaving it to the new owner");
+                if first_failure.is_some() {
+                    self.shared.health.set_degraded(false);
+                }
+                return None;
+            }
             let result = if size > limit {
                 // Not even decoded: whatever it holds, it is more than any valid record.
                 Err(ProcessError::reject(
@@ -212,17 +229,6 @@ impl<P: Processor> Lane<P> {
                     tokio::select! {
                         _ = self.shared.shutdown.cancelled() => return None,
                         _ = tokio::time::sleep(backoff) => {}
-                    }
-                    let ours = self
-                        .shared
-                        .tracker
-                        .lock()
-                        .map(|t| t.is_current(&record.topic, record.partition, epoch))
-                        .unwrap_or(false);
-                    if !ours {
-                        tracing::info!(topic = %record.topic, partition = record.partition, offset = record.offset, "partition revoked while the record was held; leaving it to the new owner");
-                        self.shared.health.set_degraded(false);
-                        return None;
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }

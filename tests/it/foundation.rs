@@ -1,5 +1,7 @@
 //! The runtime against real Kafka and the registry: pass-through, dead letters, crash safety.
 
+mod requeue;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
