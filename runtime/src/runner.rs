@@ -291,7 +291,6 @@ async fn run_loop<P: Processor>(
     let mut paused = false;
     let mut full_since: Option<tokio::time::Instant> = None;
     let mut watch = tokio::time::interval(WATCH_EVERY);
-    let mut last_received = tokio::time::Instant::now();
     let mut watchdog = Watchdog::new(Duration::from_millis(shared.config.runtime.stall_after_ms));
     loop {
         // Hand out what we hold, as far as lanes and the in-flight bound allow.
@@ -318,9 +317,7 @@ async fn run_loop<P: Processor>(
             // Paused partitions deliver nothing more, but polling serves rebalances.
             received = shared.consumer.recv(), if !full || paused => match received {
                 Ok(msg) => {
-                    last_received = tokio::time::Instant::now();
-                    watchdog.received();
-                    shared.health.set_stalled(false);
+                    watchdog.received(&shared.health);
                     if let Some(held) = hold(&shared, &msg) {
                         backlog.push_back(held);
                     }
@@ -333,7 +330,7 @@ async fn run_loop<P: Processor>(
                 shared.health.beat();
                 let idle = backlog.is_empty()
                     && !paused
-                    && last_received.elapsed() >= Duration::from_millis(shared.config.runtime.stall_after_ms);
+                    && watchdog.quiet();
                 if idle {
                     look_when_idle(&shared, &mut watchdog).await;
                 }

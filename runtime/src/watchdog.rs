@@ -53,9 +53,11 @@ pub enum Verdict {
     Fail { reason: String },
 }
 
-/// Since when each kind of trouble has been seen without a break.
+/// When a record last arrived, and since when each kind of trouble has been seen without a
+/// break.
 pub struct Watchdog {
     patience: Duration,
+    last_received: Instant,
     stalled_since: Option<Instant>,
     orphaned_since: Option<Instant>,
 }
@@ -66,13 +68,26 @@ impl Watchdog {
     pub fn new(patience: Duration) -> Watchdog {
         Watchdog {
             patience,
+            last_received: Instant::now(),
             stalled_since: None,
             orphaned_since: None,
         }
     }
 
-    /// Something arrived: whatever was wrong is over.
-    pub fn received(&mut self) {
+    /// Something arrived: whatever was wrong is over, `/healthz` included.
+    pub fn received(&mut self, health: &Health) {
+        self.last_received = Instant::now();
+        self.trouble_over();
+        health.set_stalled(false);
+    }
+
+    /// Nothing has arrived for `patience`: time to [`look`](Self::look) (when the loop holds
+    /// nothing it is waiting on).
+    pub fn quiet(&self) -> bool {
+        self.last_received.elapsed() >= self.patience
+    }
+
+    fn trouble_over(&mut self) {
         self.stalled_since = None;
         self.orphaned_since = None;
     }
@@ -109,14 +124,14 @@ impl Watchdog {
                 Verdict::Wait { reason }
             }
             Finding::CaughtUp => {
-                self.received();
+                self.trouble_over();
                 Verdict::Fine
             }
             // Trouble counts while the broker answers: a look it cannot answer (it is down, or
             // the group is rebalancing) starts the clock again. A consumer orphaned across a
             // broker restart is normal until the restarted broker expires its old session.
             Finding::Unknown => {
-                self.received();
+                self.trouble_over();
                 Verdict::NoEvidence
             }
         }
@@ -346,7 +361,7 @@ mod tests {
         let mut dog = Watchdog::new(PATIENCE);
         let t0 = Instant::now();
         dog.judge(Finding::Behind(1), t0);
-        dog.received();
+        dog.received(&Health::default());
         assert_eq!(
             dog.judge(Finding::Behind(1), t0 + PATIENCE),
             Verdict::Resume { behind: 1 }

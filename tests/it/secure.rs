@@ -68,6 +68,7 @@ async fn secured_stack_least_privilege_and_nothing_leaks() {
     // The demo's sessions signed in to the database over TLS; one without the password, with a
     // wrong one, or in plaintext is refused.
     let mut outsider = demo.config("admin").cql;
+    let password = outsider.password.take();
     outsider.username = None;
     outsider.password = None;
     let anonymous = notify_runtime::cql::connect(&outsider).await;
@@ -76,7 +77,7 @@ async fn secured_stack_least_privilege_and_nothing_leaks() {
     outsider.password = Some("not-the-password".into());
     let wrong = notify_runtime::cql::connect(&outsider).await;
     assert!(wrong.is_err(), "a CQL session with a wrong password");
-    outsider.password = demo.config("admin").cql.password;
+    outsider.password = password;
     outsider.tls = false;
     outsider.ca_file = None;
     let plaintext = notify_runtime::cql::connect(&outsider).await;

@@ -42,17 +42,13 @@ pub struct RegistryProxy {
 impl RegistryProxy {
     /// Starts a proxy for `upstream` (e.g. `http://127.0.0.1:18081/apis/ccompat/v7`).
     pub async fn start(upstream: &str) -> RegistryProxy {
-        let shared = Shared::new(upstream, None);
         let listener = bind().await;
         let addr = listener.local_addr().expect("addr");
-        let app = Router::new().fallback(handle).with_state(shared.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        RegistryProxy {
-            url: format!("http://{addr}"),
-            shared,
-        }
+        serve(
+            listener,
+            Shared::new(upstream, None),
+            format!("http://{addr}"),
+        )
     }
 
     /// As [`start`](Self::start), over TLS as `identity` (its certificate names `localhost`),
@@ -76,14 +72,7 @@ impl RegistryProxy {
             acceptor: acceptor.into(),
         };
         let port = listener.tcp.local_addr().expect("addr").port();
-        let app = Router::new().fallback(handle).with_state(shared.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        RegistryProxy {
-            url: format!("https://localhost:{port}"),
-            shared,
-        }
+        serve(listener, shared, format!("https://localhost:{port}"))
     }
 
     /// Requests with the right credentials (secured), and without them.
@@ -175,6 +164,19 @@ impl Shared {
             unauthorized: Arc::default(),
         }
     }
+}
+
+/// Serves the proxy on `listener` in the background; `url` is where clients reach it.
+fn serve<L>(listener: L, shared: Shared, url: String) -> RegistryProxy
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let app = Router::new().fallback(handle).with_state(shared.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    RegistryProxy { url, shared }
 }
 
 async fn bind() -> tokio::net::TcpListener {

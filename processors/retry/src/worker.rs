@@ -130,9 +130,7 @@ impl Worker {
     async fn run(mut self) -> Result<(), RuntimeError> {
         let mut sweep = tokio::time::interval(Duration::from_secs(5));
         let mut fatal: Option<String> = None;
-        let patience = Duration::from_millis(self.config.runtime.stall_after_ms);
-        let mut watchdog = Watchdog::new(patience);
-        let mut last_received = tokio::time::Instant::now();
+        let mut watchdog = Watchdog::new(Duration::from_millis(self.config.runtime.stall_after_ms));
         loop {
             let wake = self.held.next_due().map(|due| {
                 let wait = (due - now_ms()).max(0) as u64;
@@ -147,9 +145,7 @@ impl Worker {
                 }
                 received = self.consumer.recv() => match received {
                     Ok(msg) => {
-                        last_received = tokio::time::Instant::now();
-                        watchdog.received();
-                        self.health.set_stalled(false);
+                        watchdog.received(&self.health);
                         self.received(msg.detach()).await
                     }
                     Err(e) => {
@@ -160,7 +156,7 @@ impl Worker {
                 _ = sweep.tick() => {
                     self.forget_revoked();
                     // Paused partitions are behind on purpose (too many held).
-                    if last_received.elapsed() >= patience && self.paused.is_empty() {
+                    if watchdog.quiet() && self.paused.is_empty() {
                         self.watch(&mut watchdog).await
                     } else {
                         Ok(())

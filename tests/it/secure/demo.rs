@@ -3,7 +3,8 @@
 //! from the environment. The schema registry is reached over TLS (the platform's private CA)
 //! with basic credentials, through a front that refuses requests without them; the database is
 //! a Cassandra of the test's own with `PasswordAuthenticator` and TLS only, signed in to with
-//! the password from a file, its certificate checked against the platform's CA. Processor logs are kept for the scan.
+//! the password from a file, its certificate checked against the platform's CA. Processor logs
+//! are kept for the scan.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,9 +14,9 @@ use std::time::Duration;
 use notify_runtime::Config;
 use notify_tests::private_kafka::PrivateKafka;
 use notify_tests::registry_proxy::RegistryProxy;
+use notify_tests::{notify_bin, repo_root};
 
 use crate::dedup::private_cql::PrivateCassandra;
-use notify_tests::{notify_bin, repo_root};
 
 /// The processors of the default deployment and the principal each runs as.
 pub const PROCESSORS: [&str; 6] = [
