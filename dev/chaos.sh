@@ -15,7 +15,9 @@ if ! (exec 3<>"/dev/tcp/127.0.0.1/${NOTIFY_KAFKA_PORT:-19092}") 2>/dev/null; the
 fi
 export NOTIFY_CHAOS_SCALE=${NOTIFY_CHAOS_SCALE:-5}
 export NOTIFY_TEST_PATIENCE=${NOTIFY_TEST_PATIENCE:-2}
+build=debug
 if [ "${CHAOS_RELEASE:-0}" = 1 ]; then
+  build=release
   cargo build --release --quiet --bin notify
   export NOTIFY_BIN="$ROOT/target/release/notify"
 else
@@ -37,7 +39,7 @@ table=$(jq -rs '
   | .[]' "$rows")
 {
   echo "<!-- chaos:begin -->"
-  echo "Run: \`NOTIFY_CHAOS_SCALE=$NOTIFY_CHAOS_SCALE make chaos\` at commit \`$commit\`, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, test exit status $status."
+  echo "Run: \`NOTIFY_CHAOS_SCALE=$NOTIFY_CHAOS_SCALE make chaos\` at commit \`$commit\`, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $build build of \`notify\`, test exit status $status."
   echo
   echo "$table"
   echo "<!-- chaos:end -->"
