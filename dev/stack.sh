@@ -212,6 +212,10 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=8
 group.initial.rebalance.delay.ms=0
+# Sized for the 2-core dev box: the defaults (8 I/O, 3 network threads) hand every request
+# between more threads than there are cores (bench/runs/2026-12-04-chain-50k).
+num.io.threads=2
+num.network.threads=2
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 EOF
@@ -264,8 +268,11 @@ saved_caches_directory: $dir/saved_caches
 hints_directory: $dir/hints
 cdc_raw_directory: $dir/cdc_raw
 paxos_variant: v2
-concurrent_reads: 16
-concurrent_writes: 16
+# Sized for the 2-core dev box: with 16 and 128 workers, handing each request between idle
+# workers cost the database more CPU than the rows (bench/runs/2026-12-04-chain-50k).
+concurrent_reads: 4
+concurrent_writes: 4
+native_transport_max_threads: 16
 concurrent_counter_writes: 4
 memtable_heap_space: 128MiB
 EOF

@@ -3,6 +3,7 @@
 //! run so ratios compare like with like on a shared, noisy machine.
 
 mod ceiling;
+mod cql_ceiling;
 mod dashboard;
 mod hop;
 mod kafka;
@@ -293,6 +294,14 @@ async fn measure(
             &ctx.topic("ceiling"),
             n,
         )?);
+        // The database's own ceiling is cheaper per row than Kafka's, so fewer rows do.
+        let rows = n.min(200_000);
+        tracing::info!(rows, "ceiling: the CQL database on the pipeline's rows");
+        rep.cql_ceiling = Some(
+            cql_ceiling::measure(&ctx.run_id, rows)
+                .await
+                .map_err(|e| format!("{e:#}")),
+        );
     }
     if !args
         .only

@@ -5,7 +5,7 @@
 //! its SENT status) and whether the backlog stayed flat.
 
 mod analyse;
-mod cpu;
+pub mod cpu;
 mod phases;
 mod procs;
 mod results;
@@ -22,8 +22,8 @@ pub const LOADS: [f64; 4] = [0.25, 0.5, 0.75, 0.9];
 
 /// `runtime.lanes` for the processors that wait on the CQL database or a provider for every
 /// record (rate limits, delivery): their throughput is lanes / round trip, not CPU, so they
-/// run with more lanes than the default, as a deployment of them would.
-pub const IO_BOUND_LANES: usize = 64;
+/// run with more lanes than the default, as the chart deploys the deliverers.
+pub const IO_BOUND_LANES: usize = 256;
 
 /// The lanes a processor runs with in the pipeline; None when it has no runtime lanes.
 pub fn lanes_of(name: &str) -> Option<usize> {
@@ -31,7 +31,8 @@ pub fn lanes_of(name: &str) -> Option<usize> {
         // Dedup batches its ledger claims over its own lanes (setting `lanes`, default 256).
         "dedup" => Some(256),
         "retry" => None,
-        "ratelimit" => Some(IO_BOUND_LANES),
+        // A CQL round trip per record, as the chart deploys it.
+        "ratelimit" => Some(64),
         "chain" => Some(notify_chain::ChainSettings::default().lanes),
         n if n.starts_with("deliver-") => Some(IO_BOUND_LANES),
         _ => Some(notify_runtime::config::RuntimeConfig::default().lanes),

@@ -17,6 +17,8 @@ pub struct Report {
     pub command: String,
     pub machine: Vec<(String, String)>,
     pub ceiling: Option<Ceiling>,
+    /// The CQL database's ceiling on the pipeline's rows (cql_ceiling.rs).
+    pub cql_ceiling: Option<Result<Vec<crate::cql_ceiling::CqlWorkload>, String>>,
     pub record_bytes: f64,
     pub hops: Vec<HopResult>,
     pub stages: Vec<(String, Result<crate::stages::StageResult, String>)>,
@@ -42,6 +44,7 @@ impl Report {
             ),
             machine: machine_facts(root),
             ceiling: None,
+            cql_ceiling: None,
             record_bytes: 0.0,
             hops: Vec::new(),
             stages: Vec::new(),
@@ -65,6 +68,16 @@ impl Report {
             let c = self.ceiling.as_ref().context("no ceiling measured")?;
             positive("ProducerPerformance records/s", c.producer_rate)?;
             positive("ConsumerPerformance records/s", c.consumer_rate)?;
+            match &self.cql_ceiling {
+                Some(Ok(cql)) => {
+                    for w in cql {
+                        positive(w.label, w.rows_per_s())?;
+                        positive(w.label, w.db_us_per_row)?;
+                    }
+                }
+                Some(Err(e)) => bail!("CQL ceiling failed: {e}"),
+                None => bail!("no CQL ceiling measured"),
+            }
         }
         if self.parts.contains(&Part::Hop) && self.hops.is_empty() {
             bail!("no hop measured");

@@ -44,16 +44,14 @@ pub async fn register(
     file: &TopicsFile,
     compatibility: &str,
 ) -> Result<Vec<Registered>, RegisterError> {
+    let unusable = |reason: String| RegisterError::Unreachable {
+        url: config.registry.url.clone(),
+        reason,
+    };
     let client = notify_runtime::codec::http_client(&config.registry)
-        .map_err(|e| RegisterError::Unreachable {
-            url: config.registry.url.clone(),
-            reason: e.to_string(),
-        })?
+        .map_err(|e| unusable(e.to_string()))?
         .build()
-        .map_err(|e| RegisterError::Unreachable {
-            url: config.registry.url.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| unusable(e.to_string()))?;
     let base = config.registry.url.trim_end_matches('/');
     let mut out = Vec::new();
     for topic in &file.topics {

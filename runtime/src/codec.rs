@@ -147,19 +147,35 @@ fn insert<K: std::hash::Hash + Eq, V: Clone>(map: &RwLock<HashMap<K, V>>, key: K
 /// An HTTP client for the registry (the codec's and `notify schemas register`'s): its timeout,
 /// and the private CA of an `https://` registry when `registry.ca_file` names one.
 pub fn http_client(config: &RegistryConfig) -> Result<reqwest::ClientBuilder, RegistryClientError> {
-    let mut builder = reqwest::Client::builder().timeout(Duration::from_millis(config.timeout_ms));
-    if let Some(path) = &config.ca_file {
-        let pem = std::fs::read(path).map_err(|e| RegistryClientError::CaFile {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        let ca = reqwest::Certificate::from_pem(&pem).map_err(|e| RegistryClientError::CaFile {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        builder = builder.add_root_certificate(ca);
+    Ok(client_with(config, registry_ca(config)?))
+}
+
+/// The private CA `registry.ca_file` names, read and parsed once.
+fn registry_ca(
+    config: &RegistryConfig,
+) -> Result<Option<reqwest::Certificate>, RegistryClientError> {
+    let Some(path) = &config.ca_file else {
+        return Ok(None);
+    };
+    let invalid = |reason: String| RegistryClientError::CaFile {
+        path: path.clone(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
+    reqwest::Certificate::from_pem(&pem)
+        .map(Some)
+        .map_err(|e| invalid(e.to_string()))
+}
+
+fn client_with(
+    config: &RegistryConfig,
+    ca: Option<reqwest::Certificate>,
+) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder().timeout(Duration::from_millis(config.timeout_ms));
+    match ca {
+        Some(ca) => builder.add_root_certificate(ca),
+        None => builder,
     }
-    Ok(builder)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,11 +192,10 @@ impl AvroCodec {
         if let Some(user) = &config.username {
             builder.set_basic_authorization(user, config.password.as_deref());
         }
-        let client = || {
-            http_client(config)
-                .map_err(|e| SRCError::non_retryable_with_cause(e, "building the registry client"))
-        };
-        let http = client()?
+        // The codec's own client and the schema-registry client's share the CA, read once.
+        let ca = registry_ca(config)
+            .map_err(|e| SRCError::non_retryable_with_cause(e, "building the registry client"))?;
+        let http = client_with(config, ca.clone())
             .build()
             .map_err(|e| SRCError::non_retryable_with_cause(e, "building the registry client"))?;
         Ok(AvroCodec {
@@ -188,7 +203,7 @@ impl AvroCodec {
             base_url: config.url.trim_end_matches('/').to_string(),
             username: config.username.clone(),
             password: config.password.clone(),
-            sr_settings: builder.build_with(client()?)?,
+            sr_settings: builder.build_with(client_with(config, ca))?,
             auto_register: config.auto_register,
             writers: RwLock::default(),
             own_schemas: RwLock::default(),

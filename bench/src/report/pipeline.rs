@@ -9,6 +9,7 @@ use anyhow::bail;
 
 use super::Report;
 use super::sections::quantile;
+use crate::cql_ceiling::CqlWorkload;
 use crate::pipeline::{CALLS_PER_REQUEST, LOADS, Mode, PipelineResult};
 
 pub const RSS_LIMIT_MIB: f64 = 100.0;
@@ -176,7 +177,7 @@ pub fn section(md: &mut String, r: &Report) -> std::fmt::Result {
         writeln!(md, "\n### {}\n", mode.label())?;
         match run {
             Err(e) => writeln!(md, "**Failed**: {e}")?,
-            Ok(p) => one(md, p)?,
+            Ok(p) => one(md, p, r.cql_ceiling.as_ref().and_then(|c| c.as_ref().ok()))?,
         }
     }
     writeln!(md, "\n### Targets (chain)\n")?;
@@ -185,7 +186,7 @@ pub fn section(md: &mut String, r: &Report) -> std::fmt::Result {
     target_rows(md, r)
 }
 
-fn one(md: &mut String, p: &PipelineResult) -> std::fmt::Result {
+fn one(md: &mut String, p: &PipelineResult, cql: Option<&Vec<CqlWorkload>>) -> std::fmt::Result {
     writeln!(
         md,
         "**Maximum rate**: {} requests ({} users) pre-filled, drained by the running pipeline; \
@@ -219,6 +220,9 @@ fn one(md: &mut String, p: &PipelineResult) -> std::fmt::Result {
     let outcomes: Vec<String> = p.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
     writeln!(md, "\nOutcomes of the drain: {}.", outcomes.join(", "))?;
     work(md, p)?;
+    if let Some(cql) = cql {
+        cql_share(md, p, cql)?;
+    }
     loads(md, p)?;
     processes::processes(md, p)?;
     processes::limits(md, p)
@@ -269,6 +273,47 @@ fn work(md: &mut String, p: &PipelineResult) -> std::fmt::Result {
         }
     }
     Ok(())
+}
+
+/// The pipeline's CQL work per request against the CQL ceiling of the same run: what the
+/// database would spend on it at the ceiling's cost per row, and the share of the ceiling's
+/// rate the drain used.
+fn cql_share(md: &mut String, p: &PipelineResult, cql: &[CqlWorkload]) -> std::fmt::Result {
+    let cost = |label: &str| cql.iter().find(|w| w.label.starts_with(label));
+    let (Some(batch), Some(write), Some(read)) = (cost("unlogged"), cost("one row"), cost("point"))
+    else {
+        return Ok(());
+    };
+    let count = |kind: &str| p.per_request(p.counters.cql.get(kind).copied().unwrap_or(0.0));
+    let work = [
+        (p.per_request(p.counters.cql_batched_rows), batch),
+        (count("write"), write),
+        (count("read"), read),
+    ];
+    let predicted_ms: f64 = work.iter().map(|(n, w)| n * w.db_us_per_row).sum::<f64>() / 1e3;
+    let share: f64 = work
+        .iter()
+        .map(|(n, w)| n * p.request_rate / w.rows_per_s())
+        .sum();
+    let measured_ms = p
+        .processes
+        .iter()
+        .find(|pr| pr.name == "Cassandra" && pr.cores.is_finite())
+        .map(|pr| 1_000.0 * pr.cores * p.seconds / p.requests.max(1) as f64);
+    writeln!(
+        md,
+        "
+**CQL work against the CQL ceiling** (same run, see the ceiling section): at the \
+         ceiling's cost per row, a request's batched rows, writes and reads ({:.2}, {:.3}, \
+         {:.3}) would take the database {predicted_ms:.3} ms of CPU; it took {} (Paxos rounds, \
+         flushes and compaction, and waiting for CPU on a saturated box are the difference). \
+         At the drained rate the pipeline used {:.0}% of the ceiling's rate for that mix.",
+        work[0].0,
+        work[1].0,
+        work[2].0,
+        measured_ms.map_or("-".into(), |m| format!("{m:.3} ms")),
+        100.0 * share
+    )
 }
 
 fn loads(md: &mut String, p: &PipelineResult) -> std::fmt::Result {

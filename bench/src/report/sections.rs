@@ -50,7 +50,45 @@ pub fn ceiling_and_hops(md: &mut String, r: &Report) -> std::fmt::Result {
         "\nRaw summary lines:\n\n```\n{}\n{}\n```",
         c.producer_line, c.consumer_line
     )?;
+    cql_ceiling(md, r)?;
     hops(md, r, Some(c))
+}
+
+/// The CQL database's ceiling on the pipeline's rows (cql_ceiling.rs).
+fn cql_ceiling(md: &mut String, r: &Report) -> std::fmt::Result {
+    let cql = match &r.cql_ceiling {
+        None => return Ok(()),
+        Some(Err(e)) => return writeln!(md, "\n## Ceiling: the CQL database\n\n**Failed**: {e}"),
+        Some(Ok(cql)) => cql,
+    };
+    writeln!(
+        md,
+        "\n## Ceiling: the CQL database, same run\n\n`cassandra-stress` is not served by Maven \
+         Central (no `org.apache.cassandra:cassandra-stress` artifact of 5.0.6, 5.0.5, 4.1.10 or \
+         4.0.17: \"Could not find artifact\"), so the harness loads the database itself with the \
+         delivery ledger's table and row shape, {} statements in flight, each row its own \
+         partition (bench/src/cql_ceiling.rs). CPU is the database process's, and the whole \
+         machine's (the load generator included), per row.\n",
+        crate::cql_ceiling::CONCURRENCY
+    )?;
+    writeln!(
+        md,
+        "| workload | rows | statements | rows/s | database CPU µs/row | machine CPU µs/row |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|")?;
+    for w in cql {
+        writeln!(
+            md,
+            "| {} | {} | {} | {:.0} | {:.1} | {:.1} |",
+            w.label,
+            w.rows,
+            w.statements,
+            w.rows_per_s(),
+            w.db_us_per_row,
+            w.machine_us_per_row
+        )?;
+    }
+    Ok(())
 }
 
 /// The hop table; ratios to the ceiling when it was measured.

@@ -20,9 +20,9 @@ pub fn processes(md: &mut String, p: &PipelineResult) -> std::fmt::Result {
          one core, user+system from /proc) from the first terminal status of the drain to the \
          last. The whole machine was {:.2} of {} cores busy over the same window. Lanes \
          busy = time records spent in `process()` (waiting for the CQL database or the \
-         provider included) over lanes × drain seconds; lanes = `runtime.lanes` ({}; {} for \
-         ratelimit and deliver-*, which wait on a round trip per record) except dedup's own \
-         256: near 100% the stage is bound by its concurrency, not by CPU. The \
+         provider included) over lanes × drain seconds; lanes = `runtime.lanes` ({}; 64 for \
+         the chain and ratelimit, {} for deliver-*, which wait on round trips per record) \
+         except dedup's own 256: near 100% the stage is bound by its concurrency, not by CPU. The \
          sandbox keeps every accepted message in memory (for `GET /sandbox/messages`; the \
          harness clears it after the drain and each phase), so its RSS follows the drain's \
          message count.\n",
